@@ -1,0 +1,22 @@
+"""Pretrained audio backbones (AST, PaSST, PANNs CNN14) behind one interface.
+
+>>> from backbones import load_backbone, list_backbones
+>>> bb = load_backbone("passt_s.tiny")
+"""
+
+from . import ast, cnn14, passt  # noqa: F401  (import registers the families)
+from .base import Backbone, BackboneOutput, PretrainedCfg, build_backbone, get_pretrained_cfg, list_backbones
+from .checkpoints import CheckpointError, CheckpointMismatchError
+from .loading import load_backbone
+
+__all__ = [
+    "Backbone",
+    "BackboneOutput",
+    "PretrainedCfg",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "build_backbone",
+    "get_pretrained_cfg",
+    "list_backbones",
+    "load_backbone",
+]

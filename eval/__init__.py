@@ -1,0 +1,1 @@
+"""Benchmarks: backbones x tasks, and speed."""

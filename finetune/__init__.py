@@ -1,0 +1,1 @@
+"""Fine-tuning: model assembly, LoRA, data, training, streaming, calibration."""

@@ -1,0 +1,1 @@
+"""Task heads on top of a backbone's output: genre classification and multi-task ratings."""
