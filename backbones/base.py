@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -129,7 +128,9 @@ class Backbone(nn.Module):
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         if waveform.dim() != 2:
-            raise ValueError(f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}")
+            raise ValueError(
+                f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}"
+            )
         return self.encode(self.tokenize(self.frontend(waveform)), output_hidden_states=output_hidden_states)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
@@ -138,7 +139,9 @@ class Backbone(nn.Module):
         return [list(self.parameters())]
 
     @classmethod
-    def remap_state_dict(cls, state: Mapping[str, Tensor], cfg: PretrainedCfg) -> tuple[dict[str, Tensor], str]:
+    def remap_state_dict(
+        cls, state: Mapping[str, Tensor], cfg: PretrainedCfg
+    ) -> tuple[dict[str, Tensor], str]:
         """Convert an official checkpoint's state dict to this module's key layout.
 
         Returns the remapped state dict and the name of the format detected from the keys.
@@ -166,7 +169,9 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_backbone(cfgs: Mapping[str, PretrainedCfg] | list[PretrainedCfg]) -> Callable[[Builder], Builder]:
+def register_backbone(
+    cfgs: Mapping[str, PretrainedCfg] | list[PretrainedCfg],
+) -> Callable[[Builder], Builder]:
     """Class or function decorator: register ``builder(cfg, **overrides) -> Backbone`` under each cfg's name."""
     cfg_list = list(cfgs.values()) if isinstance(cfgs, Mapping) else list(cfgs)
 

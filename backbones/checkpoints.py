@@ -92,9 +92,10 @@ def _download(url: str, sha256: str | None, name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, target)
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, tempfile.NamedTemporaryFile(
-            dir=target.parent, delete=False
-        ) as tmp:
+        with (
+            urllib.request.urlopen(url, timeout=60) as resp,
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp,
+        ):
             shutil.copyfileobj(resp, tmp)
             tmp_path = Path(tmp.name)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
@@ -153,7 +154,9 @@ def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Pa
     looks_like_hub_id = src.count("/") == 1 and not src.startswith((".", "/", "~")) and not Path(src).suffix
     if looks_like_hub_id:
         return _hub_download(src, cfg.name)
-    raise CheckpointError(f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id")
+    raise CheckpointError(
+        f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id"
+    )
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -199,7 +202,9 @@ def load_strict(module: nn.Module, state: Mapping[str, Tensor], source_format: s
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     mismatched = [
-        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
     ]
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(model_name, source_format, missing, unexpected, mismatched)

@@ -20,7 +20,9 @@ SUITES = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUITES:
-        print(f"usage: python -m eval.speed {{{','.join(SUITES)}}} [options]   (--help after a suite for its options)")
+        print(
+            f"usage: python -m eval.speed {{{','.join(SUITES)}}} [options]   (--help after a suite for its options)"
+        )
         return 2
     mod = importlib.import_module(SUITES[argv[0]])
     parser = argparse.ArgumentParser(prog=f"python -m eval.speed {argv[0]}", description=mod.__doc__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,7 +25,9 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int = 7, warmup: int = 2) -> dict[str, dict]:
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]], repeats: int = 7, warmup: int = 2
+) -> dict[str, dict]:
     """Time several callables round-robin (A, B, A, B, ...) so that machine load hits all of them alike.
 
     Returns per name: ``median_s``, ``min_s``, ``max_s`` and the raw ``samples_s``.
@@ -58,10 +61,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "device": "cpu",
     }
-    try:
+    with contextlib.suppress(OSError):
         info["load_avg_1m"] = os.getloadavg()[0]
-    except OSError:
-        pass
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
     return info
@@ -74,7 +75,11 @@ def write_result(name: str, payload: dict[str, Any], out_dir: Path | None = None
     machine = machine_info()
     device = "cuda" if machine["device"] != "cpu" else "cpu"
     path = out_dir / f"{name}-{device}.json"
-    payload = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine, **payload}
+    payload = {
+        "benchmark": name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        **payload,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -1,0 +1,45 @@
+"""Command line: ``python -m finetune {info,demo,...}``.
+
+Each sub-command is a small function registered in ``COMMANDS``; the heavy imports happen inside it, so
+``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["main"]
+
+
+def _info(args: argparse.Namespace) -> int:
+    """List the registered backbones with their input contract and front-end."""
+    from backbones import get_pretrained_cfg, list_backbones
+
+    rows = [("backbone", "rate", "seconds", "front-end", "weights")]
+    for name in list_backbones():
+        cfg = get_pretrained_cfg(name)
+        where = cfg.hub_id or cfg.url or "random init only"
+        rows.append(
+            (name, str(cfg.sample_rate), f"{cfg.input_seconds:g}", cfg.extra.get("frontend_class", ""), where)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
+    "info": (_info, lambda p: None),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (fn, add_args) in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0])
+        add_args(p)
+        p.set_defaults(_fn=fn)
+    args = parser.parse_args(argv)
+    return args._fn(args)

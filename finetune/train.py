@@ -1,0 +1,401 @@
+"""The training loop: one loop on ``accelerate`` for CPU, one GPU, many GPUs (DDP/FSDP) and many nodes.
+
+It trains any module whose ``forward(**batch_inputs)`` returns an object with ``.loss`` and ``.logits`` (single-
+label classification) or ``.ratings`` (multi-output regression), such as :class:`finetune.model.AudioModel`.
+
+Checkpoints hold the accelerate state (model, optimizer, scheduler, grad scaler, every RNG) plus the loop's own
+position; they are written to a temporary directory and renamed into place, so a crash never leaves a
+half-written checkpoint. Resuming restores all of it and skips the batches already consumed in the current
+epoch, so an interrupted run reproduces the uninterrupted run's losses step for step.
+
+Random data augmentation must not draw from a generator whose state runs ahead of the step (the data loader
+prefetches a batch, so a collate's RNG state at checkpoint time belongs to the next step). A collate with
+``set_position(epoch, batches_done)`` is told where the epoch starts and derives each batch's randomness from
+(seed, epoch, batch index), which is exact across resumes and worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .metrics import average_by_clip, classification_metrics, rating_metrics
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_FILE = "trainer_state.json"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train`. Unknown keys are rejected by the dataclass constructor."""
+
+    output_dir: str = "runs/train"
+    max_steps: int = 1000
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    grad_accum_steps: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"
+    eval_every: int = 100
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    best_metric: str | None = None
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    num_workers: int = 0
+    resume: bool = True
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the final step, the best eval metrics and where things were written."""
+
+    step: int
+    best_metric: float | None
+    best_step: int | None
+    final_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    output_dir: str = ""
+
+
+def _default_metric(task: str) -> str:
+    return "mean_r" if task == "rating" else "accuracy"
+
+
+def _split_batch(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Model inputs and the clip ids of a collated batch (keys other than ``clip_index``/``meta`` are inputs)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("clip_index", "meta", "mask")}
+    return inputs, batch.get("clip_index")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    accelerator: Accelerator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run ``model`` over ``loader`` and return the task's metrics (crops of one clip are averaged).
+
+    Metrics: ``loss`` plus :func:`classification_metrics` or :func:`rating_metrics`.
+    """
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    was_training = model.training
+    model.eval()
+    preds, targets, clips, losses = [], [], [], []
+    for batch in loader:
+        inputs, clip_ids = _split_batch(batch)
+        out = model(**inputs)
+        pred = out.ratings if getattr(out, "ratings", None) is not None else out.logits
+        target = inputs.get("labels")
+        if clip_ids is None:
+            clip_ids = torch.full((pred.shape[0],), -1, device=pred.device)
+        pred, target, clip_ids = accelerator.gather_for_metrics((pred.float(), target, clip_ids))
+        if out.loss is not None:
+            losses.append(float(out.loss))
+        preds.append(pred.cpu().numpy())
+        targets.append(target.cpu().numpy())
+        clips.append(clip_ids.cpu().numpy())
+    model.train(was_training)
+    p, t, c = np.concatenate(preds), np.concatenate(targets), np.concatenate(clips)
+    if (c >= 0).all():
+        p, _ = average_by_clip(p, c)
+        t, _ = average_by_clip(t.astype(np.float64), c)
+    is_rating = p.ndim == 2 and t.ndim == 2
+    metrics = (
+        rating_metrics(p, t) if is_rating else classification_metrics(p, t.astype(np.int64), class_names)
+    )
+    metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
+    return metrics
+
+
+def _latest_checkpoint(ckpt_root: Path) -> Path | None:
+    done = [p for p in ckpt_root.glob("step_*") if (p / _STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("_")[1])) if done else None
+
+
+def train(
+    model: nn.Module,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    config: TrainConfig,
+    train_collate: Callable[[list[Any]], Mapping[str, Any]],
+    eval_collate: Callable[[list[Any]], Mapping[str, Any]] | None = None,
+    class_names: Sequence[str] | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``config.max_steps`` optimizer steps, evaluating and checkpointing as configured.
+
+    Args:
+        model: returns an output with ``.loss`` and ``.logits``/``.ratings`` from ``model(**inputs)``.
+        train_dataset / eval_dataset: map-style data sets whose items ``train_collate``/``eval_collate`` batch
+            into dicts of model inputs (``waveform``, ``labels``, ...) and optionally ``clip_index``.
+        param_groups: optimizer groups (e.g. :func:`finetune.optim.param_groups` with layer-wise LR decay);
+            default: AdamW over trainable parameters with no weight decay on biases and norms.
+        accelerator: an existing :class:`accelerate.Accelerator`; by default one is made from the config.
+
+    Returns:
+        :class:`TrainResult`. Writes ``metrics.jsonl``, ``checkpoints/step_N`` and ``best/`` under
+        ``config.output_dir``.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    out_dir = Path(config.output_dir)
+    ckpt_root = out_dir / "checkpoints"
+    accelerator = accelerator or Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with="tensorboard" if config.tensorboard else None,
+        project_dir=str(out_dir),
+    )
+    set_seed(config.seed)
+    if config.tensorboard:
+        accelerator.init_trackers("tb", config=dataclasses.asdict(config))
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=train_collate,
+        num_workers=config.num_workers,
+        drop_last=True,
+        generator=generator,
+    )
+    eval_loader = None
+    if eval_dataset is not None:
+        eval_loader = DataLoader(
+            eval_dataset,
+            batch_size=config.eval_batch_size or config.batch_size,
+            shuffle=False,
+            collate_fn=eval_collate or train_collate,
+            num_workers=config.num_workers,
+        )
+    if len(train_loader) < config.grad_accum_steps:
+        raise ValueError(
+            f"the training set gives {len(train_loader)} batches of {config.batch_size}, fewer than one optimizer "
+            f"step of {config.grad_accum_steps} accumulated batches; lower batch_size or grad_accum_steps"
+        )
+    groups = param_groups if param_groups is not None else _default_param_groups(model, config)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * config.max_steps), config.max_steps
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    _warn_wasted_work(accelerator.unwrap_model(model))
+
+    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
+    latest = _latest_checkpoint(ckpt_root) if config.resume else None
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / _STATE_FILE).read_text())
+        logger.info("resumed from %s at step %d", latest, state["step"])
+
+    batches_per_epoch = len(train_loader) // config.grad_accum_steps * config.grad_accum_steps
+    metrics_path = out_dir / "metrics.jsonl"
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=config.max_steps,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        disable=not (config.progress and accelerator.is_local_main_process),
+    )
+    model.train()
+    step, final_metrics, stopped_early = state["step"], {}, False
+    t_last, clips_since = time.perf_counter(), 0
+    while step < config.max_steps and not stopped_early:
+        consumed = step * config.grad_accum_steps
+        epoch, skip = divmod(consumed, batches_per_epoch)
+        train_loader.set_epoch(epoch)
+        if hasattr(train_collate, "set_position"):
+            train_collate.set_position(epoch, skip)
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        for i, batch in enumerate(loader):
+            if skip + i >= batches_per_epoch:
+                break
+            inputs, _ = _split_batch(batch)
+            with accelerator.accumulate(model):
+                out = model(**inputs)
+                loss = out.loss
+                if not torch.isfinite(loss.detach()):
+                    last = _latest_checkpoint(ckpt_root)
+                    raise TrainingDivergedError(
+                        f"loss is {float(loss.detach())} at step {step + 1}; stopping. The last good checkpoint is "
+                        f"{last or 'none (no checkpoint was written yet)'}; lower the learning rate or enable "
+                        f"gradient clipping and resume from it."
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            clips_since += next(iter(inputs.values())).shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+            if step % config.log_every == 0 or step == 1:
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "clips_per_s": clips_since / max(now - t_last, 1e-9),
+                }
+                t_last, clips_since = now, 0
+                bar.set_postfix(loss=f"{loss_value:.4f}", clips_s=f"{record['clips_per_s']:.1f}")
+                _log(accelerator, metrics_path, record, state)
+            if eval_loader is not None and (step % config.eval_every == 0 or step == config.max_steps):
+                final_metrics = evaluate(model, eval_loader, accelerator, class_names)
+                stopped_early = _after_eval(accelerator, model, config, state, step, final_metrics, out_dir)
+                _log(accelerator, metrics_path, {"step": step, **_flat_eval(final_metrics)}, state)
+                model.train()
+            if step % config.save_every == 0 or step == config.max_steps or stopped_early:
+                state["step"] = step
+                _save_checkpoint(accelerator, ckpt_root, state, config.keep_checkpoints)
+            if step >= config.max_steps or stopped_early:
+                break
+    bar.close()
+    accelerator.end_training()
+    return TrainResult(
+        step=step,
+        best_metric=state["best"],
+        best_step=state["best_step"],
+        final_metrics=final_metrics,
+        history=state["history"],
+        stopped_early=stopped_early,
+        output_dir=str(out_dir),
+    )
+
+
+def _default_param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (is everything frozen?)")
+    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _warn_wasted_work(model: nn.Module) -> None:
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
+        logger.warning(
+            "the backbone is frozen but runs on every batch: a linear probe is much faster on cached embeddings "
+            "(finetune.embeddings.cache_embeddings) when no waveform augmentation is used"
+        )
+
+
+def _flat_eval(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _log(accelerator: Accelerator, path: Path, record: dict[str, Any], state: dict[str, Any]) -> None:
+    state["history"].append(record)
+    if accelerator.is_main_process:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def _after_eval(
+    accelerator: Accelerator,
+    model: nn.Module,
+    config: TrainConfig,
+    state: dict[str, Any],
+    step: int,
+    metrics: Mapping[str, Any],
+    out_dir: Path,
+) -> bool:
+    """Track the best metric, save the best model, and say whether to stop early."""
+    name = config.best_metric or _default_metric("rating" if "mean_r" in metrics else "classification")
+    if name not in metrics:
+        raise KeyError(f"best_metric {name!r} is not among the eval metrics {sorted(metrics)}")
+    value, lower_is_better = float(metrics[name]), name in ("loss", "mse", "ece")
+    improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
+    if improved:
+        state.update(best=value, best_step=step, bad_evals=0)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            if hasattr(unwrapped, "save_pretrained"):
+                unwrapped.save_pretrained(out_dir / "best")
+        return False
+    state["bad_evals"] += 1
+    patience = config.early_stopping_patience
+    return patience is not None and state["bad_evals"] >= patience
+
+
+def _save_checkpoint(accelerator: Accelerator, root: Path, state: dict[str, Any], keep: int) -> None:
+    """Write ``root/step_N`` atomically (temporary directory, then rename) and prune old checkpoints."""
+    final = root / f"step_{state['step']}"
+    tmp = root / f".tmp_step_{state['step']}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / _STATE_FILE).write_text(json.dumps(state, default=_json_default))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        done = sorted((p for p in root.glob("step_*")), key=lambda p: int(p.name.split("_")[1]))
+        for old in done[: max(0, len(done) - keep)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
