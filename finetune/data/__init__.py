@@ -1,0 +1,1 @@
+"""Data: audio I/O, loaders on `datasets`, synthetic data sets, batching and augmentations."""
