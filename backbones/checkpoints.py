@@ -159,6 +159,17 @@ def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Pa
     )
 
 
+def _numpy_safe_globals() -> list[object]:
+    """numpy array/scalar rebuilders (no code execution) for ``weights_only`` loads: training scripts store numpy
+    state next to the weights (PANNs' ``'sampler'`` holds int64 arrays), which plain ``weights_only`` rejects."""
+    import numpy as np
+
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.float16, np.float32, np.float64)
+    rebuild_array = np.zeros(1).__reduce__()[0]  # numpy(._core).multiarray._reconstruct, any numpy version
+    rebuild_scalar = np.float64(0).__reduce__()[0]  # numpy(._core).multiarray.scalar
+    return [rebuild_array, rebuild_scalar, np.ndarray, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Read the tensors of a checkpoint file, unwrapping ``{'model': ...}``-style containers.
 
@@ -174,7 +185,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
             obj: object = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a checkpoint, disallowed pickle globals
         raise CheckpointError(
             f"could not read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "

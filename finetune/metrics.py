@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, r2_score
 
-__all__ = ["classification_metrics", "rating_metrics", "expected_calibration_error", "average_by_clip"]
+__all__ = ["classification_metrics", "rating_metrics", "expected_calibration_error"]
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -90,17 +90,3 @@ def rating_metrics(
         },
         "n": int(len(targets)),
     }
-
-
-def average_by_clip(values: np.ndarray, clip_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average the rows of ``values`` that belong to the same clip (multi-crop evaluation).
-
-    Returns the averaged rows and the clip id of each, in order of first appearance.
-    """
-    clip_ids = np.asarray(clip_ids)
-    uniq, first, inverse = np.unique(clip_ids, return_index=True, return_inverse=True)
-    sums = np.zeros((len(uniq),) + values.shape[1:], dtype=np.float64)
-    np.add.at(sums, inverse, values)
-    counts = np.bincount(inverse, minlength=len(uniq)).reshape(-1, *([1] * (values.ndim - 1)))
-    order = np.argsort(first)
-    return (sums / counts)[order], uniq[order]

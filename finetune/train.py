@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .metrics import average_by_clip, classification_metrics, rating_metrics
+from .metrics import classification_metrics, rating_metrics
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate"]
 
@@ -100,10 +100,26 @@ def _default_metric(task: str) -> str:
     return "mean_r" if task == "rating" else "accuracy"
 
 
-def _split_batch(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Model inputs and the clip ids of a collated batch (keys other than ``clip_index``/``meta`` are inputs)."""
-    inputs = {k: v for k, v in batch.items() if k not in ("clip_index", "meta", "mask")}
-    return inputs, batch.get("clip_index")
+def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's inputs from a collated batch: ``waveform`` or ``features``, and the targets as ``labels``
+    (a batch carries class ``labels`` or ``ratings``)."""
+    inputs = {k: batch[k] for k in ("waveform", "features") if k in batch}
+    if not inputs:
+        raise KeyError(f"a batch needs 'waveform' or 'features'; got keys {sorted(batch)}")
+    target = batch["labels"] if "labels" in batch else batch.get("ratings")
+    if target is not None:
+        inputs["labels"] = target
+    return inputs
+
+
+def _per_clip(values: Tensor, clip_index: Tensor | None) -> Tensor:
+    """Average the rows of ``values`` that are crops of one clip (crops of a clip share a batch)."""
+    if clip_index is None:
+        return values
+    n = int(clip_index.max()) + 1
+    sums = values.new_zeros((n, *values.shape[1:])).index_add_(0, clip_index, values)
+    counts = torch.bincount(clip_index, minlength=n).clamp_min(1).to(values.dtype)
+    return sums / counts.view(-1, *([1] * (values.dim() - 1)))
 
 
 @torch.no_grad()
@@ -113,36 +129,35 @@ def evaluate(
     accelerator: Accelerator | None = None,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``model`` over ``loader`` and return the task's metrics (crops of one clip are averaged).
+    """Run ``model`` over ``loader`` and return the task's metrics; the crops of one clip (``clip_index``)
+    are averaged before scoring.
 
     Metrics: ``loss`` plus :func:`classification_metrics` or :func:`rating_metrics`.
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     was_training = model.training
     model.eval()
-    preds, targets, clips, losses = [], [], [], []
+    preds, targets, losses = [], [], []
     for batch in loader:
-        inputs, clip_ids = _split_batch(batch)
+        inputs = _model_inputs(batch)
         out = model(**inputs)
-        pred = out.ratings if getattr(out, "ratings", None) is not None else out.logits
-        target = inputs.get("labels")
-        if clip_ids is None:
-            clip_ids = torch.full((pred.shape[0],), -1, device=pred.device)
-        pred, target, clip_ids = accelerator.gather_for_metrics((pred.float(), target, clip_ids))
+        is_rating = getattr(out, "ratings", None) is not None
+        pred = (out.ratings if is_rating else out.logits).float()
+        target = inputs["labels"].float() if is_rating else inputs["labels"]
+        clip_index = batch.get("clip_index")
+        pred = _per_clip(pred, clip_index)
+        target = _per_clip(target.float(), clip_index).to(target.dtype)
+        pred, target = accelerator.gather_for_metrics((pred, target))
         if out.loss is not None:
             losses.append(float(out.loss))
         preds.append(pred.cpu().numpy())
         targets.append(target.cpu().numpy())
-        clips.append(clip_ids.cpu().numpy())
     model.train(was_training)
-    p, t, c = np.concatenate(preds), np.concatenate(targets), np.concatenate(clips)
-    if (c >= 0).all():
-        p, _ = average_by_clip(p, c)
-        t, _ = average_by_clip(t.astype(np.float64), c)
-    is_rating = p.ndim == 2 and t.ndim == 2
-    metrics = (
-        rating_metrics(p, t) if is_rating else classification_metrics(p, t.astype(np.int64), class_names)
-    )
+    p, t = np.concatenate(preds), np.concatenate(targets)
+    if p.ndim == 2 and t.ndim == 2:
+        metrics = rating_metrics(p, t)
+    else:
+        metrics = classification_metrics(p, t.astype(np.int64), class_names)
     metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
     return metrics
 
@@ -256,7 +271,7 @@ def train(
         for i, batch in enumerate(loader):
             if skip + i >= batches_per_epoch:
                 break
-            inputs, _ = _split_batch(batch)
+            inputs = _model_inputs(batch)
             with accelerator.accumulate(model):
                 out = model(**inputs)
                 loss = out.loss

@@ -1,1 +1,42 @@
-"""Task heads on top of a backbone's output: genre classification and multi-task ratings."""
+"""Task heads on top of a backbone's output: genre classification and multi-task ratings.
+
+>>> from heads import build_head
+>>> head = build_head("mlp", in_dim=768, num_outputs=10, hidden_sizes=[256])
+"""
+
+from .classification import (
+    GTZAN_GENRES,
+    AttentionHead,
+    ClassificationConfig,
+    ClassificationHead,
+    CRNNHead,
+    LinearHead,
+    MLPHead,
+)
+from .pooling import POOLINGS, AttentionPool, build_pooling, time_columns
+from .rating import PERCEPIANO_DIMENSIONS, RatingConfig, RatingHead
+from .registry import Head, HeadConfig, StrictConfig, build_head, head_config_class, list_heads, register_head
+
+__all__ = [
+    "GTZAN_GENRES",
+    "PERCEPIANO_DIMENSIONS",
+    "POOLINGS",
+    "AttentionHead",
+    "AttentionPool",
+    "ClassificationConfig",
+    "ClassificationHead",
+    "CRNNHead",
+    "Head",
+    "HeadConfig",
+    "LinearHead",
+    "MLPHead",
+    "RatingConfig",
+    "RatingHead",
+    "StrictConfig",
+    "build_head",
+    "build_pooling",
+    "head_config_class",
+    "list_heads",
+    "register_head",
+    "time_columns",
+]
