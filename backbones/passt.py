@@ -169,7 +169,7 @@ class PaSST(Backbone):
         keep_pretrained_head: build the AudioSet head (``logits``); otherwise it is not built and its
             checkpoint tensors are dropped.
         patchout: ``(time columns, frequency rows)`` removed at random (the same for the whole batch) in
-            ``train()`` mode only (structured patchout). At least one column and one row are always kept.
+            ``train()`` mode only (structured patchout); asking for all columns or rows raises ValueError.
             The AudioSet pretraining used ``(40, 4)``; hear21passt's default is ``(0, 0)``.
     """
 
@@ -249,8 +249,8 @@ class PaSST(Backbone):
     def encode(self, tokens: Tensor, output_hidden_states: bool = False) -> BackboneOutput:
         """Positions, patchout (train only), class/distillation tokens, blocks, final norm and pooling.
 
-        ``hidden_states`` holds ``num_layers + 1`` tensors ``[B, 2 + L, D]``: the block input (embeddings),
-        then each block's output (before the final norm). Shorter inputs use the leading time positions.
+        ``hidden_states`` holds each block's output, ``num_layers`` tensors ``[B, 2 + L, D]`` (class and
+        distillation tokens first, before the final norm). Shorter inputs use the leading time positions.
 
         Shapes:
             tokens: [B, T', F', D] -> pooled [B, D], sequence [B, T' * F', D] (time-major), logits [B, 527].
@@ -271,16 +271,21 @@ class PaSST(Backbone):
         x = tokens + self.time_new_pos_embed[0, :, 0, :t].t()[None, :, None, :]
         x = x + self.freq_new_pos_embed[0, :, :, 0].t()[None, None, :, :]
         columns = torch.arange(t, device=x.device)
-        if self.training and self.patchout[0]:
-            columns = torch.randperm(t, device=x.device)[: max(t - self.patchout[0], 1)].sort().values
-            x = x[:, columns]
-        if self.training and self.patchout[1]:
-            rows = torch.randperm(n_f, device=x.device)[: max(n_f - self.patchout[1], 1)].sort().values
-            x = x[:, :, rows]
+        if self.training and any(self.patchout):
+            if self.patchout[0] >= t or self.patchout[1] >= n_f:
+                raise ValueError(
+                    f"{self.name}: patchout {self.patchout} leaves no tokens of a {t}x{n_f} grid"
+                )
+            if self.patchout[0]:  # the same draws, in the same order, as the original
+                columns = torch.randperm(t, device=x.device)[: t - self.patchout[0]].sort().values
+                x = x[:, columns]
+            if self.patchout[1]:
+                rows = torch.randperm(n_f, device=x.device)[: n_f - self.patchout[1]].sort().values
+                x = x[:, :, rows]
         grid = (x.shape[1], x.shape[2])
         special = torch.cat([self.cls_token, self.dist_token], dim=1) + self.new_pos_embed
         x = torch.cat([special.expand(b, -1, -1).to(x.dtype), x.flatten(1, 2)], dim=1)
-        hidden: list[Tensor] = [x] if output_hidden_states else []
+        hidden: list[Tensor] = []
         for block in self.blocks:
             x = block(x)
             if output_hidden_states:
