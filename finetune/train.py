@@ -22,6 +22,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .metrics import classification_metrics, rating_metrics
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate", "predict"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +124,12 @@ def _per_clip(values: Tensor, clip_index: Tensor | None) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    accelerator: Accelerator | None = None,
-    class_names: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Run ``model`` over ``loader`` and return the task's metrics; the crops of one clip (``clip_index``)
-    are averaged before scoring.
+def predict(
+    model: nn.Module, loader: DataLoader, accelerator: Accelerator | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-clip predictions (logits or ratings), targets and mean loss of ``model`` over ``loader``.
 
-    Metrics: ``loss`` plus :func:`classification_metrics` or :func:`rating_metrics`.
+    The crops of one clip (``clip_index`` in the batch) are averaged; results are gathered across processes.
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     was_training = model.training
@@ -143,7 +140,7 @@ def evaluate(
         out = model(**inputs)
         is_rating = getattr(out, "ratings", None) is not None
         pred = (out.ratings if is_rating else out.logits).float()
-        target = inputs["labels"].float() if is_rating else inputs["labels"]
+        target = inputs["labels"]
         clip_index = batch.get("clip_index")
         pred = _per_clip(pred, clip_index)
         target = _per_clip(target.float(), clip_index).to(target.dtype)
@@ -153,12 +150,23 @@ def evaluate(
         preds.append(pred.cpu().numpy())
         targets.append(target.cpu().numpy())
     model.train(was_training)
-    p, t = np.concatenate(preds), np.concatenate(targets)
+    return np.concatenate(preds), np.concatenate(targets), float(np.mean(losses)) if losses else float("nan")
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    accelerator: Accelerator | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The task's metrics of ``model`` over ``loader`` (see :func:`predict`): ``loss`` plus
+    :func:`classification_metrics` or :func:`rating_metrics`."""
+    p, t, loss = predict(model, loader, accelerator)
     if p.ndim == 2 and t.ndim == 2:
         metrics = rating_metrics(p, t)
     else:
         metrics = classification_metrics(p, t.astype(np.int64), class_names)
-    metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
+    metrics["loss"] = loss
     return metrics
 
 
@@ -341,9 +349,11 @@ def _default_param_groups(model: nn.Module, config: TrainConfig) -> list[dict[st
 def _warn_wasted_work(model: nn.Module) -> None:
     backbone = getattr(model, "backbone", None)
     if backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
-        logger.warning(
-            "the backbone is frozen but runs on every batch: a linear probe is much faster on cached embeddings "
-            "(finetune.embeddings.cache_embeddings) when no waveform augmentation is used"
+        warnings.warn(
+            "the backbone is frozen but runs forward on every batch of every epoch; for a linear probe without "
+            "waveform augmentation, compute the front-end once and train on `features=` inputs "
+            "(AudioModel.compute_features), or train the head on cached embeddings",
+            stacklevel=3,
         )
 
 
