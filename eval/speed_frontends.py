@@ -1,0 +1,187 @@
+"""Front-end speed: our batched front-ends against their reference implementations run item by item.
+
+Each case times one call of ours on a batch of clips and the reference on the same clips one at a time (how the
+originals are used), interleaved in one process, and records the parity error on that batch:
+
+- ``kaldi_ast``: KaldiFbank vs torchaudio ``kaldi.fbank`` + padding to 1024 frames + AST normalisation;
+- ``passt``: PasstMel vs hear21passt ``AugmentMelSTFT`` (eval);
+- ``panns_32k`` / ``panns_16k``: PannsLogMel (FFT) vs torchlibrosa ``Spectrogram`` + ``LogmelFilterBank``;
+- ``panns_32k_official``: PannsLogMel with the checkpoint's conv-DFT and mel tensors vs torchlibrosa.
+
+The references are test/benchmark-only dependencies and are imported here, never by the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from backbones.frontends import KaldiFbank, PannsLogMel, PasstMel
+from eval.timing import time_interleaved, write_result
+
+Case = tuple[nn.Module, Callable[[Tensor], Tensor]]
+
+
+def _music(batch: int, n: int, sample_rate: int) -> Tensor:
+    """Random notes plus clicks; the same recipe as the tests' signals, without importing the test package."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(n) / sample_rate
+    out = torch.zeros(batch, n)
+    for b in range(batch):
+        for _ in range(12):
+            f = 440.0 * 2 ** ((40 + float(torch.randint(0, 40, (1,), generator=g)) - 69) / 12)
+            onset = float(torch.rand(1, generator=g)) * n / sample_rate * 0.9
+            env = torch.where(t >= onset, torch.exp(-(t - onset) * 3.0), torch.zeros(()))
+            for h in range(1, 6):
+                out[b] += 0.08 / h * env * torch.sin(2 * torch.pi * f * h * (t - onset))
+        out[b, torch.randint(0, n, (12,), generator=g)] += 0.5
+    return out.clamp(-1, 1)
+
+
+def _kaldi_case() -> Case:
+    import torchaudio.compliance.kaldi as ta_kaldi
+
+    def reference(x: Tensor) -> Tensor:
+        feats = []
+        for item in x:
+            fbank = ta_kaldi.fbank(
+                item[None],
+                htk_compat=True,
+                sample_frequency=16000,
+                use_energy=False,
+                window_type="hanning",
+                num_mel_bins=128,
+                dither=0.0,
+                frame_shift=10,
+            )
+            fbank = torch.nn.functional.pad(fbank, (0, 0, 0, max(0, 1024 - fbank.shape[0])))[:1024]
+            feats.append(((fbank + 4.2677393) / (4.5689974 * 2)).T)
+        return torch.stack(feats)
+
+    return KaldiFbank(), reference
+
+
+def _passt_case() -> Case:
+    from hear21passt.models.preprocess import AugmentMelSTFT
+
+    ref = AugmentMelSTFT(
+        n_mels=128,
+        sr=32000,
+        win_length=800,
+        hopsize=320,
+        n_fft=1024,
+        freqm=48,
+        timem=192,
+        htk=False,
+        fmin=0.0,
+        fmax=None,
+        norm=1,
+        fmin_aug_range=10,
+        fmax_aug_range=2000,
+    ).eval()
+    return PasstMel(), lambda x: torch.cat([ref(item[None]) for item in x])
+
+
+def _torchlibrosa(sample_rate: int, n_fft: int, hop: int, f_max: float) -> tuple[nn.Module, nn.Module]:
+    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+    spec = Spectrogram(
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        freeze_parameters=True,
+    )
+    logmel = LogmelFilterBank(
+        sr=sample_rate,
+        n_fft=n_fft,
+        n_mels=64,
+        fmin=50.0,
+        fmax=f_max,
+        ref=1.0,
+        amin=1e-10,
+        top_db=None,
+        freeze_parameters=True,
+    )
+    return spec, logmel
+
+
+def _panns_case(sample_rate: int, n_fft: int, hop: int, f_max: float, official: bool) -> Case:
+    spec, logmel = _torchlibrosa(sample_rate, n_fft, hop, f_max)
+    ours = PannsLogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, f_max=f_max)
+    if official:
+        ours.use_official_tensors(spec.stft.conv_real.weight, spec.stft.conv_imag.weight, logmel.melW)
+    return ours, lambda x: torch.cat([logmel(spec(item[None]))[:, 0].mT for item in x])
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "kaldi_ast": _kaldi_case,
+    "passt": _passt_case,
+    "panns_32k": lambda: _panns_case(32000, 1024, 320, 14000.0, official=False),
+    "panns_32k_official": lambda: _panns_case(32000, 1024, 320, 14000.0, official=True),
+    "panns_16k": lambda: _panns_case(16000, 512, 160, 8000.0, official=False),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+    )
+    parser.add_argument("--batch", type=int, default=16, help="clips per batch")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.cases.split(",") if n]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown}; choose from {list(CASES)}")
+    fns: dict[str, Callable[[], Any]] = {}
+    parity: dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the references' deprecation warnings
+        for name in names:
+            ours, reference = CASES[name]()
+            ours = ours.eval().to(args.device)
+            x = _music(args.batch, int(args.seconds * ours.sample_rate), ours.sample_rate).to(args.device)
+            with torch.inference_mode():
+                parity[name] = float((ours(x) - reference(x)).abs().max())
+            fns[f"{name}/ours"] = lambda m=ours, x=x: m(x)
+            fns[f"{name}/reference"] = lambda r=reference, x=x: r(x)
+        timings = time_interleaved(fns, repeats=args.repeats, warmup=args.warmup)
+    rows = []
+    print(f"{'front-end':<20} {'ours ms':>9} {'ref ms':>9} {'ref/ours':>9} {'max |diff|':>11}")
+    for name in names:
+        ours_s, ref_s = timings[f"{name}/ours"]["median_s"], timings[f"{name}/reference"]["median_s"]
+        rows.append(
+            {
+                "case": name,
+                "ours_median_s": ours_s,
+                "reference_median_s": ref_s,
+                "speedup": ref_s / ours_s,
+                "max_abs_diff": parity[name],
+                "ours": timings[f"{name}/ours"],
+                "reference": timings[f"{name}/reference"],
+            }
+        )
+        print(f"{name:<20} {ours_s * 1e3:9.1f} {ref_s * 1e3:9.1f} {ref_s / ours_s:9.2f} {parity[name]:11.2e}")
+    payload = {
+        "config": {
+            k: getattr(args, k) for k in ("batch", "seconds", "threads", "repeats", "warmup", "device")
+        },
+        "results": rows,
+    }
+    print(f"wrote {write_result('frontends', payload, args.out)}")
+    return payload
