@@ -1,7 +1,6 @@
 """Command line: ``python -m finetune {info,demo,...}``.
 
-Each sub-command is a small function registered in ``COMMANDS``; the heavy imports happen inside it, so
-``--help`` is instant.
+Each sub-command is a small function registered in ``COMMANDS``; it imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -13,24 +12,37 @@ __all__ = ["main"]
 
 
 def _info(args: argparse.Namespace) -> int:
-    """List the registered backbones with their input contract and front-end."""
+    """List the registered backbones with their input contract and where their weights live."""
     from backbones import get_pretrained_cfg, list_backbones
 
-    rows = [("backbone", "rate", "seconds", "front-end", "weights")]
+    rows = [("backbone", "rate", "seconds", "mels", "licence", "weights")]
     for name in list_backbones():
         cfg = get_pretrained_cfg(name)
         where = cfg.hub_id or cfg.url or "random init only"
-        rows.append(
-            (name, str(cfg.sample_rate), f"{cfg.input_seconds:g}", cfg.extra.get("frontend_class", ""), where)
-        )
+        mels = str(cfg.frontend.get("n_mels", ""))
+        rows.append((name, str(cfg.sample_rate), f"{cfg.input_seconds:g}", mels, cfg.license, where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Fine-tune a small backbone on synthetic genres, evaluate, and classify a synthetic radio stream."""
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from .demo import add_arguments
+
+    add_arguments(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "info": (_info, lambda p: None),
+    "demo": (_demo, _demo_args),
 }
 
 

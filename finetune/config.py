@@ -31,7 +31,7 @@ class ModelConfig:
     checkpoint: str | None = None
     head: str = "linear"
     num_outputs: int = 10
-    freeze: str = "none"
+    freeze: str | None = None
     lora: dict[str, Any] | None = None
     head_config: dict[str, Any] = field(default_factory=dict)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +56,8 @@ class DataConfig:
     eval_crops: int = 1
     seed: int = 0
     augment: dict[str, Any] = field(default_factory=dict)
+    # extra keyword arguments of the data set's loader (e.g. on_error, n_folds, label_column, render_workers)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +126,8 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         raise ConfigError(f"override {override!r} is not of the form key.sub=value")
     key, raw = override.split("=", 1)
     value = yaml.safe_load(raw) if raw else None
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw  # YAML 1.1 reads no/yes/on/off as booleans: train.mixed_precision=no means "no"
     node = data
     parts = key.split(".")
     for part in parts[:-1]:

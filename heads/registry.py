@@ -1,0 +1,192 @@
+"""The head interface, strict config dataclasses and the head registry.
+
+A head is registered with its config class::
+
+    @register_head("linear", LinearConfig)
+    class LinearHead(Head): ...
+
+and built from a plain dict (for instance one read back from ``config.json``)::
+
+    head = build_head("linear", in_dim=768, num_outputs=10)
+    same = build_head("linear", 768, **head.config.to_dict())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+from backbones.base import BackboneOutput
+
+__all__ = [
+    "StrictConfig",
+    "HeadConfig",
+    "Head",
+    "register_head",
+    "build_head",
+    "list_heads",
+    "head_config_class",
+]
+
+C = TypeVar("C", bound="StrictConfig")
+
+
+@dataclasses.dataclass
+class StrictConfig:
+    """Dataclass base that is built from a dict, rejects unknown keys and serialises back to a JSON-able dict."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Build from ``data``; unknown keys raise a TypeError naming every one of them and the valid keys."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hints = [
+                f"{k!r} (did you mean {m[0]!r}?)"
+                if (m := difflib.get_close_matches(k, known, n=1))
+                else repr(k)
+                for k in unknown
+            ]
+            raise TypeError(
+                f"{cls.__name__} got unknown keys: {', '.join(hints)}. Valid keys: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples become lists) that :meth:`from_dict` accepts back."""
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class HeadConfig(StrictConfig):
+    """Settings every head has: the number of outputs and their names.
+
+    Attributes:
+        num_outputs: classes (classification) or rating dimensions (regression).
+        labels: one name per output; a generic default is filled in by the concrete config.
+    """
+
+    num_outputs: int
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.num_outputs, int)
+            or isinstance(self.num_outputs, bool)
+            or self.num_outputs < 1
+        ):
+            raise ValueError(f"num_outputs must be a positive integer, got {self.num_outputs!r}")
+        if self.labels is None:
+            self.labels = self.default_labels(self.num_outputs)
+        self.labels = tuple(self.labels)
+        if len(self.labels) != self.num_outputs:
+            raise ValueError(f"got {len(self.labels)} labels for num_outputs={self.num_outputs}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {list(self.labels)}")
+
+    @staticmethod
+    def default_labels(n: int) -> tuple[str, ...]:
+        return tuple(f"class_{i}" for i in range(n))
+
+
+class Head(nn.Module):
+    """Base class of the task heads: ``forward(output) = project(pool(output))``.
+
+    Subclasses set ``output_field`` (``"logits"`` or ``"ratings"``, the :class:`finetune.ModelOutput` field the
+    prediction goes to) and implement :meth:`pool`, :meth:`project` and :meth:`loss`.
+    """
+
+    output_field: ClassVar[str] = "logits"
+    name: ClassVar[str] = ""
+    config: HeadConfig
+
+    def __init__(self, in_dim: int, config: HeadConfig) -> None:
+        super().__init__()
+        if in_dim < 1:
+            raise ValueError(f"in_dim must be positive, got {in_dim}")
+        self.in_dim = in_dim
+        self.config = config
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        assert self.config.labels is not None  # filled in by HeadConfig.__post_init__
+        return self.config.labels
+
+    def check_input(self, output: BackboneOutput) -> None:
+        """Raise a ValueError when the backbone's width is not the one the head was built for."""
+        dim = output.sequence.shape[-1]
+        if dim != self.in_dim:
+            raise ValueError(
+                f"{type(self).__name__} was built for in_dim={self.in_dim}, got backbone width {dim}"
+            )
+
+    def pool(self, output: BackboneOutput) -> Tensor:
+        """The clip vector the output layer sees. Shapes: -> [B, D']."""
+        raise NotImplementedError
+
+    def project(self, pooled: Tensor) -> Tensor:
+        """Pooled vector -> predictions. Shapes: [B, D'] -> [B, num_outputs]."""
+        raise NotImplementedError
+
+    def forward(self, output: BackboneOutput) -> Tensor:
+        """Predictions for a backbone output. Shapes: -> [B, num_outputs]."""
+        return self.project(self.pool(output))
+
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Scalar training loss of ``prediction`` (this head's output) against ``target``."""
+        raise NotImplementedError
+
+
+H = TypeVar("H", bound=type[Head])
+
+_HEADS: dict[str, tuple[type[Head], type[HeadConfig]]] = {}
+
+
+def register_head(name: str, config_cls: type[HeadConfig]) -> Callable[[H], H]:
+    """Class decorator: register a :class:`Head` subclass and its config class under ``name``."""
+
+    def decorator(cls: H) -> H:
+        if name in _HEADS:
+            raise ValueError(f"head {name!r} is registered twice")
+        cls.name = name
+        _HEADS[name] = (cls, config_cls)
+        return cls
+
+    return decorator
+
+
+def list_heads() -> list[str]:
+    """Registered head names, sorted."""
+    return sorted(_HEADS)
+
+
+def _lookup(name: str) -> tuple[type[Head], type[HeadConfig]]:
+    if name not in _HEADS:
+        raise KeyError(f"unknown head {name!r}. Known heads: {', '.join(list_heads())}")
+    return _HEADS[name]
+
+
+def head_config_class(name: str) -> type[HeadConfig]:
+    """The config dataclass of head ``name``."""
+    return _lookup(name)[1]
+
+
+def build_head(name: str, in_dim: int, **config: Any) -> Head:
+    """Build head ``name`` for backbone width ``in_dim``; ``config`` are its config's fields.
+
+    Raises:
+        KeyError: unknown head name (lists the known ones).
+        TypeError: a config key the head does not have (lists them all).
+    """
+    cls, config_cls = _lookup(name)
+    return cls(in_dim, config_cls.from_dict(config))
