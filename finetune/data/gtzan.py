@@ -28,13 +28,13 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, Features, Value
 
 from backbones.checkpoints import cache_dir
+from heads.classification import GTZAN_GENRES
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
 from .splits import kfold, split_indices
 
 __all__ = ["GTZAN_GENRES", "fault_filtered_lists", "find_genre_dir", "load_gtzan", "read_split_list"]
 
-GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 SPLITS_URL = "https://raw.githubusercontent.com/coreyker/dnn-mgr/master/gtzan/"
 # split name -> (file name, sha256 of the published file)
 _SPLIT_FILES = {

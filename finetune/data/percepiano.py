@@ -35,6 +35,7 @@ from datasets import DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
 from backbones.checkpoints import cache_dir
+from heads.rating import PERCEPIANO_DIMENSIONS
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
 from .render import render_many
@@ -42,27 +43,6 @@ from .splits import check_disjoint, holdout_kfold
 
 __all__ = ["PERCEPIANO_DIMENSIONS", "load_percepiano", "parse_segment_name", "read_labels"]
 
-PERCEPIANO_DIMENSIONS = (
-    "Timing (stable-unstable)",
-    "Articulation (short-long)",
-    "Articulation (soft/cushioned-hard/solid)",
-    "Pedal (sparse/dry-saturated/wet)",
-    "Pedal (clean-blurred)",
-    "Timbre (even-colorful)",
-    "Timbre (shallow-rich)",
-    "Timbre (bright-dark)",
-    "Timbre (soft-loud)",
-    "Dynamic (sophisticated/mellow-raw/crude)",
-    "Dynamic (little-large dynamic range)",
-    "Music making (fast-slow paced)",
-    "Music making (flat-spacious)",
-    "Music making (disproportioned-balanced)",
-    "Music making (pure-dramatic/expressive)",
-    "Emotion & mood (optimistic/pleasant-dark)",
-    "Emotion & mood (low-high energy)",
-    "Emotion & mood (honest-imaginative)",
-    "Interpretation (unsatisfactory/doubtful-convincing)",
-)
 _AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 _NAME = re.compile(r"^(?P<piece>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>\d+)$")
 _N = len(PERCEPIANO_DIMENSIONS)
