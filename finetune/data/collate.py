@@ -1,0 +1,250 @@
+"""Batching: crop or pad each clip to the backbone's window, resampling first when the rates differ.
+
+Rows are mappings with an audio entry (a float ``np.ndarray`` / tensor ``[N]`` or ``[C, N]``, channels
+averaged, or a ``{"array", "sampling_rate"}`` dict as ``datasets.Audio`` gives), the rate under
+``sample_rate`` or ``sampling_rate``, and optionally ``label`` (int), ``ratings`` (floats) and ``id`` or
+``name``. Both the synthetic data sets and the real-data loaders of this package produce such rows.
+
+Cropping. Training takes ``crops_per_clip`` random *right-aligned* windows per clip: a random end time ``e``
+is drawn and the window is the audio just before it, as a stream sees it at time ``e``. By default ``e`` is at
+least one window into the clip, so windows are full; a smaller ``min_context_seconds`` also yields the
+start-of-stream windows (audio at the right, zero padding on the left). Evaluation is deterministic: the
+centre window when ``crops_per_clip == 1``, else ``crops_per_clip`` evenly spaced windows from the first to
+the last; clips no longer than the window give one crop. ``clip_index`` maps every crop to its clip so that
+:func:`average_crops` can pool a clip's predictions.
+
+Too-short clips (shorter than the window): ``short="pad"`` (default) zero-pads them on the left (the audio is
+right-aligned, as a stream's first seconds are) with ``mask`` False there, and the batch reports how many it
+padded in ``num_short``; ``short="raise"`` raises a ``ValueError`` naming the clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from finetune.data.resample import resample
+
+__all__ = ["AudioBatch", "CropCollate", "average_crops"]
+
+log = logging.getLogger(__name__)
+
+_RATE_KEYS = ("sample_rate", "sampling_rate")
+
+
+class AudioBatch(TypedDict, total=False):
+    """What :class:`CropCollate` returns; ``M`` crops from ``B`` clips.
+
+    Keys:
+        waveform: float32 ``[M, N]``.
+        mask: bool ``[M, N]``, True on real audio.
+        clip_index: int64 ``[M]``, the clip (0..B-1) of each crop.
+        crop_start: int64 ``[M]``, the window's first sample in the (resampled) clip; negative when the window
+            starts before the clip.
+        labels: int64 ``[M]`` (when rows have labels).
+        ratings: float32 ``[M, D]`` (when rows have ratings).
+        ids: the ``B`` clip ids (``str(row index in the batch)`` when rows have none).
+        num_short: clips shorter than the window (padded).
+    """
+
+    waveform: Tensor
+    mask: Tensor
+    clip_index: Tensor
+    crop_start: Tensor
+    labels: Tensor
+    ratings: Tensor
+    ids: list[str]
+    num_short: int
+
+
+@dataclass
+class CropCollate:
+    """``DataLoader`` collate function that crops/pads clips to a fixed window (see the module docstring).
+
+    Args:
+        sample_rate: The backbone's rate in Hz; rows at other rates are resampled (whole clip, then cropped).
+        window_seconds: Window length; ``N = round(window_seconds * sample_rate)``.
+        train: Random windows (True) or deterministic evaluation windows (False).
+        crops_per_clip: Windows per clip (``k``).
+        min_context_seconds: Training only: the earliest window end, in seconds of audio; None means one
+            window.
+        short: ``"pad"`` or ``"raise"`` for clips shorter than the window.
+        seed: Seeds a private generator (offset by the ``DataLoader`` worker id) for the training windows;
+            None draws from torch's global generator (seeded per worker by ``DataLoader``).
+        audio_key, label_key, ratings_key: Row keys.
+        id_keys: Keys tried in turn for a clip's id (synthetic sets have ``id``, file loaders ``name``).
+    """
+
+    sample_rate: int
+    window_seconds: float
+    train: bool = True
+    crops_per_clip: int = 1
+    min_context_seconds: float | None = None
+    short: Literal["pad", "raise"] = "pad"
+    seed: int | None = None
+    audio_key: str = "audio"
+    label_key: str = "label"
+    ratings_key: str = "ratings"
+    id_keys: tuple[str, ...] = ("id", "name")
+    _generator: torch.Generator | None = field(default=None, init=False, repr=False, compare=False)
+    _generator_worker: int = field(default=-1, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "crops_per_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.window_seconds > 0:
+            raise ValueError(f"window_seconds must be > 0, got {self.window_seconds!r}")
+        if self.short not in ("pad", "raise"):
+            raise ValueError(f"short must be 'pad' or 'raise', got {self.short!r}")
+        if self.min_context_seconds is not None and not 0 < self.min_context_seconds <= self.window_seconds:
+            raise ValueError(
+                f"min_context_seconds must be in (0, window_seconds={self.window_seconds}], "
+                f"got {self.min_context_seconds!r}"
+            )
+
+    @property
+    def window(self) -> int:
+        """Window length in samples."""
+        return round(self.window_seconds * self.sample_rate)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> AudioBatch:
+        """Collate rows into an :class:`AudioBatch`.
+
+        Shapes:
+            -> waveform and mask ``[M, N]`` with ``M = B * crops_per_clip`` in training (fewer in evaluation
+            when clips are short), ``N = window``.
+        """
+        if len(rows) == 0:
+            raise ValueError("cannot collate an empty batch")
+        n = self.window
+        waves, masks, clip_index, starts, ids = [], [], [], [], []
+        num_short = 0
+        for b, row in enumerate(rows):
+            name = next((str(row[k]) for k in self.id_keys if k in row), str(b))
+            clip = self._waveform(row, name)
+            length = clip.shape[-1]
+            if length < n:
+                if self.short == "raise":
+                    raise ValueError(
+                        f"clip {name!r} has {length} samples ({length / self.sample_rate:.3f} s) at "
+                        f"{self.sample_rate} Hz, under the {n}-sample window ({self.window_seconds:g} s)"
+                    )
+                num_short += 1
+            for start in self._starts(length):
+                wave, mask = self._crop(clip, start)
+                waves.append(wave)
+                masks.append(mask)
+                clip_index.append(b)
+                starts.append(start)
+            ids.append(name)
+        if num_short:
+            log.debug("padded %d of %d clips shorter than the %d-sample window", num_short, len(rows), n)
+        batch: AudioBatch = {
+            "waveform": torch.stack(waves),
+            "mask": torch.stack(masks),
+            "clip_index": torch.tensor(clip_index, dtype=torch.int64),
+            "crop_start": torch.tensor(starts, dtype=torch.int64),
+            "ids": ids,
+            "num_short": num_short,
+        }
+        per_crop = batch["clip_index"]
+        if self.label_key in rows[0]:
+            labels = torch.tensor([int(r[self.label_key]) for r in rows], dtype=torch.int64)
+            batch["labels"] = labels[per_crop]
+        if self.ratings_key in rows[0]:
+            ratings = torch.stack(
+                [torch.as_tensor(np.asarray(r[self.ratings_key]), dtype=torch.float32) for r in rows]
+            )
+            batch["ratings"] = ratings[per_crop]
+        return batch
+
+    def _waveform(self, row: Mapping[str, Any], name: str) -> Tensor:
+        """The row's audio as a mono float32 tensor at ``sample_rate``."""
+        if self.audio_key not in row:
+            raise KeyError(f"row {name!r} has no {self.audio_key!r} entry (keys: {sorted(row)})")
+        audio, rate = row[self.audio_key], next((row[k] for k in _RATE_KEYS if k in row), None)
+        if isinstance(audio, Mapping):  # datasets.Audio-style {"array", "sampling_rate"}
+            audio, rate = audio["array"], audio.get("sampling_rate", rate)
+        if rate is None:
+            raise KeyError(f"row {name!r} has no sample rate (one of {_RATE_KEYS})")
+        wave = torch.as_tensor(np.asarray(audio) if not isinstance(audio, Tensor) else audio)
+        if not wave.is_floating_point() or wave.ndim not in (1, 2) or wave.shape[-1] == 0:
+            raise ValueError(
+                f"clip {name!r}: expected non-empty float audio [N] or [C, N], "
+                f"got {wave.dtype} {list(wave.shape)}"
+            )
+        wave = wave.float()
+        if wave.ndim == 2:
+            wave = wave.mean(0)
+        rate = int(rate)
+        return wave if rate == self.sample_rate else resample(wave, rate, self.sample_rate)
+
+    def _starts(self, length: int) -> list[int]:
+        """Window starts in samples (negative: the window begins before the clip)."""
+        n, k = self.window, self.crops_per_clip
+        if self.train:
+            lo = n if self.min_context_seconds is None else round(self.min_context_seconds * self.sample_rate)
+            lo = min(lo, length)
+            ends = torch.randint(lo, length + 1, (k,), generator=self._rng())
+            return [int(e) - n for e in ends]
+        if length <= n:
+            return [length - n]
+        if k == 1:
+            return [(length - n) // 2]
+        return [round(i * (length - n) / (k - 1)) for i in range(k)]
+
+    def _crop(self, clip: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """The window ``[start, start + N)`` of ``clip`` (zeros outside the clip) and its mask."""
+        n = self.window
+        piece = clip[max(0, start) : max(0, start + n)]
+        offset = max(0, -start)
+        wave = clip.new_zeros(n)
+        mask = torch.zeros(n, dtype=torch.bool)
+        wave[offset : offset + len(piece)] = piece
+        mask[offset : offset + len(piece)] = True
+        return wave, mask
+
+    def _rng(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        if self._generator is None or self._generator_worker != worker:
+            self._generator = torch.Generator().manual_seed(self.seed + 1_000_003 * worker)
+            self._generator_worker = worker
+        return self._generator
+
+
+def average_crops(values: Tensor, clip_index: Tensor, num_clips: int | None = None) -> Tensor:
+    """Mean of each clip's crops (e.g. logits or probabilities of evaluation windows).
+
+    Args:
+        values: Per-crop values.
+        clip_index: The clip of each crop (``AudioBatch["clip_index"]``).
+        num_clips: Number of clips; default ``clip_index.max() + 1``.
+
+    Shapes:
+        values ``[M, ...]``, clip_index ``[M]`` -> ``[num_clips, ...]``.
+
+    Raises:
+        ValueError: If a clip has no crop or the lengths differ.
+    """
+    if values.shape[0] != clip_index.shape[0]:
+        raise ValueError(f"{values.shape[0]} values but {clip_index.shape[0]} clip indices")
+    num_clips = int(clip_index.max()) + 1 if num_clips is None else num_clips
+    idx = clip_index.to(values.device)
+    counts = torch.zeros(num_clips, device=values.device).index_add_(
+        0, idx, torch.ones_like(idx, dtype=torch.float32)
+    )
+    if bool((counts == 0).any()):
+        raise ValueError(f"clips {torch.nonzero(counts == 0).flatten().tolist()} have no crops")
+    sums = values.new_zeros(num_clips, *values.shape[1:]).index_add_(0, idx, values)
+    return sums / counts.reshape(-1, *([1] * (values.ndim - 1))).to(values.dtype)

@@ -1,0 +1,153 @@
+"""CropCollate: exact windows (ramps make every sample's origin visible), masks, multi-crop maps,
+resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.data.collate import CropCollate, average_crops
+from finetune.data.resample import resample
+from finetune.data.synthetic import synthetic_genres
+
+SR = 100  # 1 s window = 100 samples
+
+
+def ramp(n: int) -> np.ndarray:
+    """1, 2, ..., n: a window's first value tells where it starts."""
+    return np.arange(1, n + 1, dtype=np.float32)
+
+
+def row(n: int, label: int = 0, name: str | None = None, rate: int = SR, **extra: object) -> dict:
+    r = {"audio": ramp(n), "sample_rate": rate, "label": label, **extra}
+    if name is not None:
+        r["id"] = name
+    return r
+
+
+def test_eval_single_crop_is_the_centre() -> None:
+    batch = CropCollate(SR, 1.0, train=False)([row(300, 4, "a")])
+    assert batch["waveform"].shape == (1, 100)
+    torch.testing.assert_close(batch["waveform"][0], torch.arange(101, 201, dtype=torch.float32))
+    assert batch["mask"].all() and batch["crop_start"].tolist() == [100]
+    assert batch["labels"].tolist() == [4] and batch["ids"] == ["a"] and batch["num_short"] == 0
+
+
+def test_eval_multi_crop_is_evenly_spaced_and_maps_crops_to_clips() -> None:
+    batch = CropCollate(SR, 1.0, train=False, crops_per_clip=3)([row(300, 1, "a"), row(150, 2, "b")])
+    assert batch["crop_start"].tolist() == [0, 100, 200, 0, 25, 50]
+    assert batch["clip_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert batch["labels"].tolist() == [1, 1, 1, 2, 2, 2]
+    firsts = batch["waveform"][:, 0].tolist()
+    assert firsts == [1.0, 101.0, 201.0, 1.0, 26.0, 51.0]
+    assert batch["waveform"][2, -1].item() == 300.0  # the last crop ends at the clip's end
+
+
+def test_short_clip_is_right_aligned_and_masked_or_raises() -> None:
+    rows = [row(300, 0, "long"), row(60, 1, "short")]
+    batch = CropCollate(SR, 1.0, train=False, crops_per_clip=2)(rows)
+    assert batch["clip_index"].tolist() == [0, 0, 1]  # a short clip gives one crop
+    assert batch["num_short"] == 1 and batch["crop_start"].tolist()[-1] == -40
+    wave, mask = batch["waveform"][2], batch["mask"][2]
+    assert not mask[:40].any() and mask[40:].all()
+    assert (wave[:40] == 0).all()
+    torch.testing.assert_close(wave[40:], torch.from_numpy(ramp(60)))
+    with pytest.raises(
+        ValueError, match=r"clip 'short' has 60 samples \(0.600 s\) at 100 Hz, under the 100-sample window"
+    ):
+        CropCollate(SR, 1.0, train=False, short="raise")(rows)
+
+
+def test_train_crops_are_contiguous_in_range_and_seeded() -> None:
+    collate = CropCollate(SR, 1.0, train=True, crops_per_clip=4, seed=11)
+    rows = [row(1000, 3), row(250, 5)]
+    batch = collate(rows)
+    assert batch["waveform"].shape == (8, 100) and batch["mask"].all()
+    assert batch["clip_index"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert batch["labels"].tolist() == [3] * 4 + [5] * 4
+    for wave, start, clip in zip(batch["waveform"], batch["crop_start"], batch["clip_index"]):
+        length = 1000 if clip == 0 else 250
+        assert 0 <= start <= length - 100
+        torch.testing.assert_close(wave, torch.arange(start + 1, start + 101, dtype=torch.float32))
+    again = CropCollate(SR, 1.0, train=True, crops_per_clip=4, seed=11)(rows)
+    assert again["crop_start"].tolist() == batch["crop_start"].tolist()
+    other = CropCollate(SR, 1.0, train=True, crops_per_clip=4, seed=12)(rows)
+    assert other["crop_start"].tolist() != batch["crop_start"].tolist()
+    # the generator continues: the next batch gets new windows
+    assert collate(rows)["crop_start"].tolist() != batch["crop_start"].tolist()
+
+
+def test_min_context_gives_right_aligned_start_of_stream_windows() -> None:
+    collate = CropCollate(SR, 1.0, train=True, crops_per_clip=64, min_context_seconds=0.2, seed=0)
+    batch = collate([row(150)])
+    starts = batch["crop_start"]
+    assert starts.min() >= -80 and starts.max() <= 50 and (starts < 0).any() and (starts >= 0).any()
+    for wave, mask, start in zip(batch["waveform"], batch["mask"], starts.tolist()):
+        pad = max(0, -start)
+        assert mask.sum() == 100 - pad and not mask[:pad].any()
+        assert wave[pad].item() == max(start, 0) + 1 and wave[-1].item() == start + 100
+
+
+def test_resamples_rows_at_other_rates() -> None:
+    t = np.arange(48000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    batch = CropCollate(8000, 2.0, train=False)([{"audio": tone, "sampling_rate": 16000, "id": "x"}])
+    expected = resample(torch.from_numpy(tone), 16000, 8000)
+    start = (expected.shape[-1] - 16000) // 2
+    torch.testing.assert_close(batch["waveform"][0], expected[start : start + 16000])
+    assert "labels" not in batch and "ratings" not in batch
+
+
+def test_accepts_channels_audio_dicts_and_ratings() -> None:
+    stereo = torch.stack([torch.ones(120), 3 * torch.ones(120)])
+    rows = [
+        {"audio": stereo, "sampling_rate": SR, "ratings": [0.1, 0.2, 0.3]},
+        {"audio": {"array": ramp(120), "sampling_rate": SR}, "ratings": np.array([0.4, 0.5, 0.6])},
+    ]
+    batch = CropCollate(SR, 1.0, train=False)(rows)
+    assert (batch["waveform"][0] == 2.0).all()  # channels averaged
+    assert batch["ratings"].dtype == torch.float32 and batch["ratings"].shape == (2, 3)
+    torch.testing.assert_close(batch["ratings"][1], torch.tensor([0.4, 0.5, 0.6]))
+    assert batch["ids"] == ["0", "1"]
+    named = CropCollate(SR, 1.0, train=False)(
+        [{"audio": ramp(120), "sampling_rate": SR, "name": "blues.00001"}]
+    )
+    assert named["ids"] == ["blues.00001"]
+
+
+def test_bad_rows_and_configs_raise_clear_errors() -> None:
+    collate = CropCollate(SR, 1.0)
+    with pytest.raises(KeyError, match="row 'a' has no sample rate"):
+        collate([{"audio": ramp(200), "id": "a"}])
+    with pytest.raises(KeyError, match="has no 'audio' entry"):
+        collate([{"wave": ramp(200), "sample_rate": SR}])
+    with pytest.raises(ValueError, match="expected non-empty float audio"):
+        collate([{"audio": np.arange(200), "sample_rate": SR}])
+    with pytest.raises(ValueError, match="empty batch"):
+        collate([])
+    with pytest.raises(ValueError, match="crops_per_clip must be a positive int"):
+        CropCollate(SR, 1.0, crops_per_clip=0)
+    with pytest.raises(ValueError, match="short must be 'pad' or 'raise'"):
+        CropCollate(SR, 1.0, short="drop")
+    with pytest.raises(ValueError, match="min_context_seconds must be in"):
+        CropCollate(SR, 1.0, min_context_seconds=2.0)
+
+
+def test_average_crops_pools_each_clips_crops() -> None:
+    values = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
+    torch.testing.assert_close(
+        average_crops(values, torch.tensor([0, 0, 1])), torch.tensor([[2.0, 1.0], [5.0, 4.0]])
+    )
+    with pytest.raises(ValueError, match=r"clips \[1\] have no crops"):
+        average_crops(values, torch.tensor([0, 0, 2]))
+
+
+def test_dataloader_over_synthetic_genres() -> None:
+    ds = synthetic_genres(n_per_class=1, seconds=0.5, sample_rate=8000, genres=["rock", "jazz", "pop"])
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, collate_fn=CropCollate(16000, 0.25, crops_per_clip=2, seed=0)
+    )
+    batch = next(iter(loader))
+    assert batch["waveform"].shape == (6, 4000) and batch["labels"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert batch["ids"] == ["rock-0000", "jazz-0000", "pop-0000"] and batch["num_short"] == 0
