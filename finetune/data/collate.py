@@ -75,8 +75,9 @@ class CropCollate:
         min_context_seconds: Training only: the earliest window end, in seconds of audio; None means one
             window.
         short: ``"pad"`` or ``"raise"`` for clips shorter than the window.
-        seed: Seeds a private generator (offset by the ``DataLoader`` worker id) for the training windows;
-            None draws from torch's global generator (seeded per worker by ``DataLoader``).
+        seed: Training windows of batch ``b`` of epoch ``e`` are drawn from a generator seeded with
+            ``(seed, e, b)``, so they do not depend on worker processes, prefetching or resuming; the training
+            loop tells the position with :meth:`set_position`. None draws from torch's global generator.
         audio_key, label_key, ratings_key: Row keys.
         id_keys: Keys tried in turn for a clip's id (synthetic sets have ``id``, file loaders ``name``).
     """
@@ -92,8 +93,9 @@ class CropCollate:
     label_key: str = "label"
     ratings_key: str = "ratings"
     id_keys: tuple[str, ...] = ("id", "name")
-    _generator: torch.Generator | None = field(default=None, init=False, repr=False, compare=False)
-    _generator_worker: int = field(default=-1, init=False, repr=False, compare=False)
+    _epoch: int = field(default=0, init=False, repr=False, compare=False)
+    _first_batch: int = field(default=0, init=False, repr=False, compare=False)
+    _calls: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "crops_per_clip"):
@@ -125,6 +127,7 @@ class CropCollate:
         if len(rows) == 0:
             raise ValueError("cannot collate an empty batch")
         n = self.window
+        generator = self._batch_generator() if self.train else None
         waves, masks, clip_index, starts, ids = [], [], [], [], []
         num_short = 0
         for b, row in enumerate(rows):
@@ -138,7 +141,7 @@ class CropCollate:
                         f"{self.sample_rate} Hz, under the {n}-sample window ({self.window_seconds:g} s)"
                     )
                 num_short += 1
-            for start in self._starts(length):
+            for start in self._starts(length, generator):
                 wave, mask = self._crop(clip, start)
                 waves.append(wave)
                 masks.append(mask)
@@ -187,13 +190,13 @@ class CropCollate:
         rate = int(rate)
         return wave if rate == self.sample_rate else resample(wave, rate, self.sample_rate)
 
-    def _starts(self, length: int) -> list[int]:
+    def _starts(self, length: int, generator: torch.Generator | None) -> list[int]:
         """Window starts in samples (negative: the window begins before the clip)."""
         n, k = self.window, self.crops_per_clip
         if self.train:
             lo = n if self.min_context_seconds is None else round(self.min_context_seconds * self.sample_rate)
             lo = min(lo, length)
-            ends = torch.randint(lo, length + 1, (k,), generator=self._rng())
+            ends = torch.randint(lo, length + 1, (k,), generator=generator)
             return [int(e) - n for e in ends]
         if length <= n:
             return [length - n]
@@ -212,15 +215,20 @@ class CropCollate:
         mask[offset : offset + len(piece)] = True
         return wave, mask
 
-    def _rng(self) -> torch.Generator | None:
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        """Start counting batches at ``batches_done`` of ``epoch`` (called by the training loop per epoch)."""
+        self._epoch, self._first_batch, self._calls = epoch, batches_done, 0
+
+    def _batch_generator(self) -> torch.Generator | None:
+        """The generator of the batch being collated: worker ``w`` of ``W`` collates batches w, w+W, ..."""
         if self.seed is None:
             return None
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        if self._generator is None or self._generator_worker != worker:
-            self._generator = torch.Generator().manual_seed(self.seed + 1_000_003 * worker)
-            self._generator_worker = worker
-        return self._generator
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batch = self._first_batch + worker + self._calls * workers
+        self._calls += 1
+        state = np.random.SeedSequence([self.seed, self._epoch, batch]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
 
 
 def average_crops(values: Tensor, clip_index: Tensor, num_clips: int | None = None) -> Tensor:

@@ -151,3 +151,20 @@ def test_dataloader_over_synthetic_genres() -> None:
     batch = next(iter(loader))
     assert batch["waveform"].shape == (6, 4000) and batch["labels"].tolist() == [0, 0, 1, 1, 2, 2]
     assert batch["ids"] == ["rock-0000", "jazz-0000", "pop-0000"] and batch["num_short"] == 0
+
+
+def test_training_windows_depend_on_position_not_call_history():
+    """What exact resume needs: batch b of epoch e gets the same windows however many batches were collated
+    before (prefetching) and whether the loop started mid-epoch (resume)."""
+    rows = [{"audio": np.arange(16000 * 3, dtype=np.float32), "sample_rate": 16000, "label": 0}] * 2
+    run = CropCollate(16000, 1.0, train=True, crops_per_clip=3, seed=5)
+    run.set_position(epoch=1, batches_done=0)
+    uninterrupted = [run(rows)["crop_start"] for _ in range(4)]
+    resumed = CropCollate(16000, 1.0, train=True, crops_per_clip=3, seed=5)
+    resumed.set_position(epoch=1, batches_done=2)
+    assert torch.equal(resumed(rows)["crop_start"], uninterrupted[2])
+    assert torch.equal(resumed(rows)["crop_start"], uninterrupted[3])
+    assert not torch.equal(uninterrupted[0], uninterrupted[1])
+    other_epoch = CropCollate(16000, 1.0, train=True, crops_per_clip=3, seed=5)
+    other_epoch.set_position(epoch=2, batches_done=0)
+    assert not torch.equal(other_epoch(rows)["crop_start"], uninterrupted[0])
