@@ -189,3 +189,42 @@ def test_config_rejects_bad_values():
         TrainConfig(lrr=1.0)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(mixed_precision="fp8")
+
+
+def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
+    """6 steps uninterrupted vs 3 + crash + resume + 3, with an AudioModel (dropout in the head, patchout in
+    the backbone), random training crops from CropCollate and the synthetic genre set."""
+    from finetune.data import CropCollate, synthetic_genres
+    from finetune.model import build_model
+
+    data = synthetic_genres(n_per_class=1, seconds=2.0, sample_rate=32000, seed=0)
+
+    class Crash(CropCollate):
+        def __call__(self, rows):
+            # 5 batches per epoch: the batch of step 6, after the checkpoint of step 3
+            if self._epoch == 1 and self._calls == 0:
+                raise RuntimeError("simulated crash")
+            return super().__call__(rows)
+
+    def run(out, collate_cls):
+        torch.manual_seed(0)
+        model = build_model(
+            "passt_s.tiny", head="mlp", num_outputs=10, dropout=0.3, backbone_overrides={"patchout": (2, 1)}
+        ).train()
+        cfg = TrainConfig(
+            output_dir=str(out),
+            max_steps=6,
+            batch_size=2,
+            lr=1e-3,
+            save_every=3,
+            log_every=1,
+            progress=False,
+            eval_every=1000,
+        )
+        return train(model, data, None, cfg, collate_cls(32000, 1.0, train=True, seed=3))
+
+    full = run(tmp_path / "full", CropCollate)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "split", Crash)
+    resumed = run(tmp_path / "split", CropCollate)
+    assert _losses(resumed) == _losses(full) and len(_losses(full)) == 6
