@@ -45,7 +45,9 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> 
     return _save(fig, path)
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path) -> Path:
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path
+) -> Path:
     """Row-normalised confusion matrix with counts in the cells."""
     plt = _pyplot()
     m = np.asarray(matrix, dtype=np.float64)
@@ -60,7 +62,14 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     for i in range(n):
         for j in range(n):
             if m[i, j]:
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(m[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     return _save(fig, path)
 
 
@@ -82,7 +91,10 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_
 
 
 def plot_ratings(
-    preds: np.ndarray, targets: np.ndarray, dimension_names: Sequence[str], per_dim: Mapping[str, Mapping[str, float]],
+    preds: np.ndarray,
+    targets: np.ndarray,
+    dimension_names: Sequence[str],
+    per_dim: Mapping[str, Mapping[str, float]],
     path: str | Path,
 ) -> Path:
     """Predicted-vs-true scatter per dimension, and a bar chart of Pearson r and R2 per dimension."""
@@ -94,7 +106,10 @@ def plot_ratings(
     for k, name in enumerate(dimension_names):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.scatter(targets[:, k], preds[:, k], s=6, alpha=0.6)
-        lo, hi = float(min(targets[:, k].min(), preds[:, k].min())), float(max(targets[:, k].max(), preds[:, k].max()))
+        lo, hi = (
+            float(min(targets[:, k].min(), preds[:, k].min())),
+            float(max(targets[:, k].max(), preds[:, k].max())),
+        )
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_title(f"{name[:28]}\nr={per_dim[name]['r']:.2f}", fontsize=7)
         ax.tick_params(labelsize=6)

@@ -240,8 +240,14 @@ def train(
         )
     groups = param_groups if param_groups is not None else _default_param_groups(model, config)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    # accelerate's prepared scheduler advances once per process at every optimizer step (unless split_batches)
+    ticks = (
+        1
+        if accelerator.split_batches or not accelerator.step_scheduler_with_optimizer
+        else accelerator.num_processes
+    )
     scheduler = get_cosine_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * config.max_steps), config.max_steps
+        optimizer, int(config.warmup_ratio * config.max_steps) * ticks, config.max_steps * ticks
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if eval_loader is not None:
@@ -324,7 +330,8 @@ def train(
             if step >= config.max_steps or stopped_early:
                 break
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it destroys the process group, which the
+        tracker.finish()  # caller still needs (e.g. to evaluate on the test set across processes)
     return TrainResult(
         step=step,
         best_metric=state["best"],
