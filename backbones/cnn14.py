@@ -135,8 +135,8 @@ class ConvBlock(nn.Module):
         self.pool = pool
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)  # in place: BatchNorm's backward does not need it
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         return F.avg_pool2d(x, self.pool) if self.pool > 1 else x
 
 
