@@ -21,23 +21,25 @@ from .config import RecipeConfig, load_config
 
 __all__ = ["add_arguments", "run_demo", "sliding_window_timeline"]
 
-# A configuration that trains to well above chance in a couple of minutes on 2 CPU cores.
+# A configuration that trains to well above chance in a few minutes on 2 CPU cores. CNN14's per-block dropout
+# (0.2, as in PANNs) is switched off: it stalls a narrow network trained from scratch on 280 clips.
 DEMO_DEFAULTS = [
     "task=genre",
     "model.backbone=cnn14.tiny",
     "model.head=linear",
     "model.num_outputs=10",
+    "model.backbone_overrides={dropout: 0.0, embed_dropout: 0.1}",
     "data.name=synthetic_genres",
-    "data.n_per_class=24",
+    "data.n_per_class=40",
     "data.clip_seconds=6.0",
     "data.crop_seconds=4.0",
-    "train.max_steps=150",
+    "train.max_steps=400",
     "train.batch_size=16",
     "train.lr=0.003",
     "train.weight_decay=0.0",
     "train.warmup_ratio=0.05",
-    "train.eval_every=50",
-    "train.save_every=50",
+    "train.eval_every=100",
+    "train.save_every=100",
     "train.log_every=10",
 ]
 
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--checkpoint", help="backbone weights: local file/dir, hub id, URL or 'pretrained'")
     p.add_argument("--data", help="a GTZAN root folder to use instead of the synthetic genres")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 150)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 400)")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides (e.g. train.lr=1e-4)")
 
 
@@ -86,7 +88,7 @@ def _plot_timeline(timeline: list[dict[str, Any]], names: list[str], segments: l
     ax.stackplot(t, sm.T, labels=names, alpha=0.85)
     for seg in segments:
         ax.axvline(seg.start, color="k", lw=0.8)
-        ax.text(seg.start + 0.1, 1.01, seg.style, fontsize=7, transform=ax.get_xaxis_transform())
+        ax.text(max(seg.start, t[0]) + 0.1, 1.01, seg.style, fontsize=7, transform=ax.get_xaxis_transform())
     ax.set_xlabel("time (s)")
     ax.set_ylabel("smoothed probability")
     ax.set_xlim(t[0], t[-1])
