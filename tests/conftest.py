@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 # Nothing in the test suite may download: the hub is offline and panns_inference (which fetches its label CSV
 # with wget at import time when ~/panns_data is missing) finds a prepared file in a private HOME.
@@ -41,6 +43,16 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one torch thread (restored afterwards): small GRU/FFT/einsum kernels are many times slower
+    with more threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
