@@ -55,6 +55,7 @@ class DataConfig:
     train_crops: int = 1
     eval_crops: int = 1
     seed: int = 0
+    # waveform augmentations of training batches, e.g. {gain: {min_db: -6, max_db: 6}, noise: {snr_db: [15, 30], p: 0.5}}
     augment: dict[str, Any] = field(default_factory=dict)
     # extra keyword arguments of the data set's loader (e.g. on_error, n_folds, label_column, render_workers)
     options: dict[str, Any] = field(default_factory=dict)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from backbones import get_pretrained_cfg
 
 from .config import DataConfig, RecipeConfig, to_dict
+from .data.augment import build_wave_augment
 from .data.collate import CropCollate
 from .metrics import classification_metrics, rating_metrics
 from .model import AudioModel, build_model
@@ -231,8 +232,14 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         **head_config,
     )
     window = _window_seconds(cfg, model)
+    augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
     train_collate = CropCollate(
-        model.sample_rate, window, train=True, crops_per_clip=cfg.data.train_crops, seed=cfg.data.seed
+        model.sample_rate,
+        window,
+        train=True,
+        crops_per_clip=cfg.data.train_crops,
+        seed=cfg.data.seed,
+        augment=augment,
     )
     eval_collate = CropCollate(model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops)
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)

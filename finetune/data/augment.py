@@ -17,10 +17,11 @@ spectral tilt, applied in the FFT domain.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "WAVE_AUGMENTATIONS",
+    "build_wave_augment",
     "Compose",
     "ConvolveIR",
     "Eq",
@@ -615,3 +618,39 @@ class Compose(nn.Module):
         for m in self.members:
             x = m(x, generator)
         return x
+
+
+# Waveform augmentations that keep the length, by the names recipes use in ``data.augment``.
+WAVE_AUGMENTATIONS: dict[str, tuple[type[nn.Module], type]] = {
+    "gain": (Gain, GainConfig),
+    "eq": (Eq, EqConfig),
+    "noise": (AddNoise, NoiseConfig),
+    "pitch_shift": (PitchShift, PitchShiftConfig),
+}
+
+
+def build_wave_augment(spec: Mapping[str, Mapping[str, Any]], sample_rate: int) -> Compose:
+    """A :class:`Compose` of waveform augmentations from a config mapping, in the mapping's order.
+
+    ``{"gain": {"min_db": -6, "max_db": 6}, "noise": {"snr_db": [15, 30], "p": 0.5}}``: each entry's keys are its
+    config dataclass's fields (lists become tuples; ``sample_rate`` is filled in where the config has one), plus
+    ``p``, the probability of applying it to an example (default 1).
+    """
+    modules: list[nn.Module] = []
+    for name, options in spec.items():
+        if name not in WAVE_AUGMENTATIONS:
+            raise ValueError(
+                f"unknown waveform augmentation {name!r}; known: {', '.join(WAVE_AUGMENTATIONS)}"
+            )
+        module_cls, config_cls = WAVE_AUGMENTATIONS[name]
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(options or {}).items()}
+        p = float(kwargs.pop("p", 1.0))
+        if "sample_rate" in {f.name for f in dataclasses.fields(config_cls)}:
+            kwargs.setdefault("sample_rate", sample_rate)
+        try:
+            config = config_cls(**kwargs)
+        except TypeError as e:
+            raise ValueError(f"augmentation {name!r}: {e}") from e
+        module = module_cls(config)
+        modules.append(module if p >= 1.0 else RandomApply(module, p))
+    return Compose(*modules)

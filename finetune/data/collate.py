@@ -80,6 +80,8 @@ class CropCollate:
             loop tells the position with :meth:`set_position`. None draws from torch's global generator.
         audio_key, label_key, ratings_key: Row keys.
         id_keys: Keys tried in turn for a clip's id (synthetic sets have ``id``, file loaders ``name``).
+        augment: Training only: a waveform augmentation ``augment(waveform [M, N], generator)`` applied to the
+            batch with the batch's generator (e.g. :func:`finetune.data.augment.build_wave_augment`).
     """
 
     sample_rate: int
@@ -93,6 +95,7 @@ class CropCollate:
     label_key: str = "label"
     ratings_key: str = "ratings"
     id_keys: tuple[str, ...] = ("id", "name")
+    augment: torch.nn.Module | None = None
     _epoch: int = field(default=0, init=False, repr=False, compare=False)
     _first_batch: int = field(default=0, init=False, repr=False, compare=False)
     _calls: int = field(default=0, init=False, repr=False, compare=False)
@@ -150,8 +153,11 @@ class CropCollate:
             ids.append(name)
         if num_short:
             log.debug("padded %d of %d clips shorter than the %d-sample window", num_short, len(rows), n)
+        wave_batch = torch.stack(waves)
+        if self.train and self.augment is not None:
+            wave_batch = self.augment(wave_batch, generator) * torch.stack(masks)  # padding stays silent
         batch: AudioBatch = {
-            "waveform": torch.stack(waves),
+            "waveform": wave_batch,
             "mask": torch.stack(masks),
             "clip_index": torch.tensor(clip_index, dtype=torch.int64),
             "crop_start": torch.tensor(starts, dtype=torch.int64),

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backbones.frontends import KaldiFbank, PannsLogMel, PasstMel, kaldi_mel_banks, slaney_mel_banks
+from backbones.frontends import (
+    KaldiFbank,
+    PannsLogMel,
+    PasstMel,
+    kaldi_mel_banks,
+    panns_stft_weights,
+    slaney_mel_banks,
+)
 from tests.audio_signals import music, noise, sweep
 
 SECONDS = (1.0, 3.3, 10.0)
@@ -198,18 +205,45 @@ def test_passt_train_mode_jitters_like_hear21passt() -> None:
 # -------------------------------------------------------------------------------------------- parity: PANNs
 
 
+@pytest.mark.parametrize("config", list(PANNS))
+def test_panns_dft_weights_equal_torchlibrosa(config: str) -> None:
+    """The analytic windowed DFT matrix is the one PANNs stores, bit for bit."""
+    spec, _ = torchlibrosa_logmel(config)
+    real, imag = panns_stft_weights(PANNS[config]["n_fft"])
+    assert real.dtype == imag.dtype == torch.float32
+    assert torch.equal(real, spec.stft.conv_real.weight) and torch.equal(imag, spec.stft.conv_imag.weight)
+
+
 @pytest.mark.parametrize("seconds", SECONDS)
 @pytest.mark.parametrize("kind", list(SIGNALS))
 @pytest.mark.parametrize("config", list(PANNS))
 def test_panns_logmel_matches_torchlibrosa(config: str, kind: str, seconds: float) -> None:
+    """The default conv-DFT path: within 1e-3 dB of torchlibrosa everywhere, the rounding-noise bins far below a
+    frame's peak (a sweep's, down to the -100 dB clamp) included."""
+    x = signal(kind, seconds, PANNS[config]["sample_rate"])
+    ours = PannsLogMel(**PANNS[config])
+    assert ours.dft == "matrix" and not ours.official_tensors
+    out, ref = ours(x), panns_reference(config, x)
+    assert out.shape == ref.shape == (x.shape[0], 64, 1 + x.shape[-1] // PANNS[config]["hop_length"])
+    if kind != "noise":  # the quiet bins are part of the comparison (white noise has none)
+        assert (ref < -60.0).float().mean() > 0.2 and ref.min() == -100.0
+    assert (out - ref).abs().max() <= 1e-3
+
+
+@pytest.mark.parametrize("seconds", SECONDS)
+@pytest.mark.parametrize("kind", list(SIGNALS))
+@pytest.mark.parametrize("config", list(PANNS))
+def test_panns_fft_option_matches_torchlibrosa_above_minus_30_db(
+    config: str, kind: str, seconds: float
+) -> None:
     """The FFT path against torchlibrosa's conv-DFT: within 1e-3 dB wherever the reference is above -30 dB.
     Below that the two float32 algorithms' rounding noise (about 1e-6 of the frame's peak amplitude) differs, and
     neither is closer to a float64 computation than the other; there both stay within 0.5 dB (and clamp at
     -100 dB alike). Noise is above -30 dB everywhere, so it is compared everywhere."""
     x = signal(kind, seconds, PANNS[config]["sample_rate"])
-    ours = PannsLogMel(**PANNS[config])(x)
+    ours = PannsLogMel(**PANNS[config], dft="fft")(x)
     ref = panns_reference(config, x)
-    assert ours.shape == ref.shape == (x.shape[0], 64, 1 + x.shape[-1] // PANNS[config]["hop_length"])
+    assert ours.shape == ref.shape
     diff = (ours - ref).abs()
     loud = ref > -30.0
     assert loud.float().mean() > {"noise": 0.999, "music": 0.1, "sweep": 0.05}[kind]  # a sweep is narrowband
@@ -222,23 +256,44 @@ def test_panns_logmel_matches_torchlibrosa(config: str, kind: str, seconds: floa
 def test_panns_official_tensors_match_torchlibrosa(config: str, kind: str) -> None:
     x = signal(kind, 3.3, PANNS[config]["sample_rate"])
     spec, logmel = torchlibrosa_logmel(config)
-    ours = PannsLogMel(**PANNS[config])
+    ours = PannsLogMel(**PANNS[config], dft="fft")
     ours.use_official_tensors(spec.stft.conv_real.weight, spec.stft.conv_imag.weight, logmel.melW)
     assert torch.equal(ours.mel_fb, logmel.melW)
-    assert (ours(x) - panns_reference(config, x)).abs().max() <= 1e-3  # everywhere, floor included
+    assert ours.dft == "matrix" and ours.official_tensors and ours.window is None
+    out = ours(x)
+    assert (out - panns_reference(config, x)).abs().max() <= 1e-3  # everywhere, floor included
+    assert torch.equal(out, PannsLogMel(**PANNS[config])(x))  # the computed tensors are the stored ones
+
+
+def test_panns_dft_matrix_covers_only_the_bins_the_mel_bank_uses() -> None:
+    """At 32 kHz the 14 kHz top and 50 Hz bottom leave bins 0, 1 and 448..512 out of every filter."""
+    ours = PannsLogMel(**PANNS["32k"])
+    assert ours.dft_weight.shape == (2 * 446, 1, 1024)
+    used = (ours.mel_fb != 0).any(1).nonzero()[:, 0]
+    assert (int(used[0]), int(used[-1])) == (2, 447)
+    real, imag = panns_stft_weights(1024)
+    assert torch.equal(ours.dft_weight, torch.cat([real[2:448], imag[2:448]]))
 
 
 def test_panns_official_tensors_reject_bad_shapes() -> None:
     spec16, logmel16 = torchlibrosa_logmel("16k")
     spec32, logmel32 = torchlibrosa_logmel("32k")
     ours = PannsLogMel(**PANNS["32k"])
+    before = ours.dft_weight.clone()
     with pytest.raises(ValueError, match=r"n_fft=1024.*stft_real': \(257, 1, 512\)"):
         ours.use_official_tensors(spec16.stft.conv_real.weight, spec32.stft.conv_imag.weight, logmel32.melW)
     with pytest.raises(ValueError, match=r"mel_w': \(513, 32\)"):
         ours.use_official_tensors(
             spec32.stft.conv_real.weight, spec32.stft.conv_imag.weight, logmel32.melW[:, :32]
         )
-    assert ours.dft_weight is None  # nothing was half-applied
+    assert torch.equal(ours.dft_weight, before) and not ours.official_tensors  # nothing was half-applied
+
+
+def test_panns_bad_dft_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"dft must be one of \('matrix', 'fft'\), got 'conv'"):
+        PannsLogMel(dft="conv")
+    with pytest.raises(ValueError, match=r"n_fft must be even and >= 2, got 511"):
+        panns_stft_weights(511)
 
 
 # ------------------------------------------------------------------------------------------------ streaming
@@ -250,6 +305,8 @@ FRONTENDS = {
     "passt_pcen": lambda: PasstMel(compression="pcen").eval(),
     "panns_32k": lambda: PannsLogMel(**PANNS["32k"]),
     "panns_16k": lambda: PannsLogMel(**PANNS["16k"]),
+    "panns_fft_32k": lambda: PannsLogMel(**PANNS["32k"], dft="fft"),
+    "panns_fft_16k": lambda: PannsLogMel(**PANNS["16k"], dft="fft"),
     "panns_pcen": lambda: PannsLogMel(compression="pcen"),
 }
 
@@ -393,7 +450,7 @@ def test_pcen_options_are_validated() -> None:
 # -------------------------------------------------------------------------------------- module and input contract
 
 
-@pytest.mark.parametrize("name", ["kaldi", "passt", "panns_32k"])
+@pytest.mark.parametrize("name", ["kaldi", "passt", "panns_32k", "panns_fft_32k"])
 def test_buffers_only_and_float32_under_autocast(name: str) -> None:
     frontend = FRONTENDS[name]()
     assert list(frontend.parameters()) == [] and frontend.state_dict() == {}
@@ -407,7 +464,7 @@ def test_buffers_only_and_float32_under_autocast(name: str) -> None:
     assert {b.device.type for b in moved.buffers()} == {"meta"}
 
 
-@pytest.mark.parametrize("name", ["kaldi", "passt", "panns_32k"])
+@pytest.mark.parametrize("name", ["kaldi", "passt", "panns_32k", "panns_fft_32k"])
 def test_differentiable_with_respect_to_the_waveform(name: str) -> None:
     frontend = FRONTENDS[name]()
     x = signal("music", 1.0, frontend.sample_rate)[:1].clone().requires_grad_()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -270,3 +271,27 @@ def test_wave_augmentations_reject_non_batches() -> None:
         SpecAugment()(torch.zeros(4, 100))
     with pytest.raises(ValueError, match="rate must be > 0"):
         time_stretch(torch.zeros(1, 1000), 0.0)
+
+
+def test_build_wave_augment_from_config_and_collate_wiring():
+    from finetune.data.augment import build_wave_augment
+    from finetune.data.collate import CropCollate
+
+    aug = build_wave_augment(
+        {"gain": {"min_db": -12.0, "max_db": -12.0}, "eq": {"p": 0.0}}, sample_rate=16000
+    )
+    rows = [{"audio": np.full(8000, 0.5, dtype=np.float32), "sample_rate": 16000, "label": 1}]
+    plain = CropCollate(16000, 1.0, train=True, seed=0, min_context_seconds=0.25)(rows)
+    augmented = CropCollate(16000, 1.0, train=True, seed=0, min_context_seconds=0.25, augment=aug)(rows)
+    gain = 10 ** (-12 / 20)
+    assert torch.allclose(augmented["waveform"], plain["waveform"] * gain, atol=1e-6)
+    assert (
+        torch.equal(augmented["mask"], plain["mask"])
+        and (augmented["waveform"][~augmented["mask"]] == 0).all()
+    )
+    evaluation = CropCollate(16000, 0.25, train=False, augment=aug)(rows)
+    assert torch.allclose(evaluation["waveform"], torch.full((1, 4000), 0.5))  # evaluation is never augmented
+    with pytest.raises(ValueError, match="unknown waveform augmentation 'reverb'; known: gain, eq, noise"):
+        build_wave_augment({"reverb": {}}, sample_rate=16000)
+    with pytest.raises(ValueError, match="augmentation 'gain'.*unexpected keyword argument 'db'"):
+        build_wave_augment({"gain": {"db": 3}}, sample_rate=16000)
