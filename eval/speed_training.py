@@ -292,6 +292,6 @@ def _report(
         "results": rows,
         "hf_trainer": hf,
     }
-    path = write_result("training", payload, out_dir=args.out)
+    path = write_result("training-full" if args.full else "training", payload, out_dir=args.out)
     print(f"wrote {path}")
     return payload
