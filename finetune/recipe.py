@@ -285,3 +285,32 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         else:
             plot_ratings(preds, targets, names, metrics["per_dimension"], out / "ratings.png")
     return metrics
+
+
+def recipe_main(
+    task: str,
+    summary: Callable[[RecipeConfig, dict[str, Any]], str],
+    description: str,
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of a recipe script: ``--config FILE key=value ...``, check the task, run, print
+    ``summary(cfg, metrics)`` on the main process, and release the process group."""
+    import argparse
+
+    from accelerate import PartialState
+
+    from .config import load_config
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help=f"recipe YAML (recipes/configs/{task}_*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=/data/...")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if cfg.task != task:
+        parser.error(f"{args.config} is a {cfg.task!r} recipe; this script runs {task!r} recipes")
+    metrics = run_recipe(cfg)
+    state = PartialState()
+    if state.is_main_process:
+        print(summary(cfg, metrics))
+    state.destroy_process_group()
+    return 0

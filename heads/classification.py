@@ -162,6 +162,18 @@ def classification_loss(
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
+def mlp_trunk(
+    in_dim: int, hidden_sizes: tuple[int, ...], activation: str, dropout: float
+) -> tuple[nn.Sequential, int]:
+    """(Linear, activation, dropout) per hidden size; returns the stack and its output width."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+        width = hidden
+    return nn.Sequential(*layers), width
+
+
 class ClassificationHead(Head):
     """Shared loss and probabilities of the classification heads."""
 
@@ -210,12 +222,7 @@ class MLPHead(ClassificationHead):
     def __init__(self, in_dim: int, config: MLPConfig) -> None:
         super().__init__(in_dim, config)
         self.pooling = build_pooling(config.pooling, in_dim, config.attention_heads)
-        layers: list[nn.Module] = []
-        width = in_dim
-        for hidden in config.hidden_sizes:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
-            width = hidden
-        self.mlp = nn.Sequential(*layers)
+        self.mlp, width = mlp_trunk(in_dim, config.hidden_sizes, config.activation, config.dropout)
         self.fc = nn.Linear(width, config.num_outputs)
 
     def pool(self, output: BackboneOutput) -> Tensor:

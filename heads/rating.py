@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from backbones.base import BackboneOutput
 
-from .classification import ACTIVATIONS
+from .classification import ACTIVATIONS, mlp_trunk
 from .pooling import POOLINGS, build_pooling
 from .registry import Head, HeadConfig, register_head
 
@@ -170,12 +170,7 @@ class RatingHead(Head):
     def __init__(self, in_dim: int, config: RatingConfig) -> None:
         super().__init__(in_dim, config)
         self.pooling = build_pooling(config.pooling, in_dim, config.attention_heads)
-        layers: list[nn.Module] = []
-        width = in_dim
-        for hidden in config.hidden_sizes:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
-            width = hidden
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, width = mlp_trunk(in_dim, config.hidden_sizes, config.activation, config.dropout)
         self.out: nn.Module = (
             PerDimensionOutput(width, config.per_dimension_hidden, config.num_outputs, config.activation)
             if config.per_dimension_heads

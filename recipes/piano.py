@@ -10,13 +10,10 @@ summary (Pearson r per dimension) is printed at the end. See recipes/README.md f
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-from accelerate import PartialState
-
-from finetune.config import RecipeConfig, load_config
-from finetune.recipe import run_recipe
+from finetune.config import RecipeConfig
+from finetune.recipe import recipe_main
 
 TASK = "piano"
 
@@ -40,21 +37,7 @@ def summary(cfg: RecipeConfig, metrics: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="recipe YAML (recipes/configs/piano_*.yaml)")
-    parser.add_argument(
-        "overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=/data/PercePiano"
-    )
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if cfg.task != TASK:
-        parser.error(f"{args.config} is a {cfg.task!r} recipe; this script runs {TASK!r} recipes")
-    metrics = run_recipe(cfg)
-    state = PartialState()
-    if state.is_main_process:
-        print(summary(cfg, metrics))
-    state.destroy_process_group()
-    return 0
+    return recipe_main(TASK, summary, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
