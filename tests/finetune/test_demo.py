@@ -41,3 +41,27 @@ def test_demo_writes_metrics_plots_model_and_timeline(tmp_path):
     assert [e["time"] for e in timeline] == [float(t) for t in range(4, 41)]
     assert all(abs(sum(e["smoothed"]) - 1.0) < 1e-5 for e in timeline)
     assert "from random initialisation" in proc.stdout and "accuracy" in proc.stdout
+
+
+def test_demo_runs_with_another_backbone(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "demo",
+        "--out",
+        str(out),
+        "--backbone",
+        "passt_s.tiny",
+        "--steps",
+        "2",
+        "data.n_per_class=3",
+        "data.clip_seconds=4.0",
+        "train.batch_size=4",
+        "train.progress=false",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert "passt_s.tiny" in json.dumps(saved) and (out / "timeline.json").is_file()
