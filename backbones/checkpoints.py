@@ -112,20 +112,25 @@ def _download(url: str, sha256: str | None, name: str) -> Path:
 
 def _hub_download(repo_id: str, name: str) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    def unreachable(e: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"could not fetch {name} weights from the Hugging Face hub ({repo_id}): {e}. If you are offline, "
+            f"download the repository elsewhere and pass its local directory or file: "
+            f"load_backbone({name!r}, checkpoint='/path/to/dir_or_file')"
+        )
 
     last_error: Exception | None = None
     for filename in _DIR_CANDIDATES:
         try:
             return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir() / "hub"))
-        except EntryNotFoundError as e:
+        except LocalEntryNotFoundError as e:  # offline and not cached (a subclass of EntryNotFoundError)
+            raise unreachable(e) from e
+        except EntryNotFoundError as e:  # the repository has no such file: try the next name
             last_error = e
-        except Exception as e:  # offline, unreachable, unknown repo: all end the same way for the user
-            raise CheckpointError(
-                f"could not fetch {name} weights from the Hugging Face hub ({repo_id}): {e}. If you are offline, "
-                f"download the repository elsewhere and pass its local directory or file: "
-                f"load_backbone({name!r}, checkpoint='/path/to/dir_or_file')"
-            ) from e
+        except Exception as e:  # unreachable, unknown repo, refused: all end the same way for the user
+            raise unreachable(e) from e
     raise CheckpointError(f"hub repository {repo_id} has none of {_DIR_CANDIDATES}") from last_error
 
 
