@@ -57,6 +57,8 @@ class DataConfig:
     seed: int = 0
     # waveform augmentations of training batches, e.g. {gain: {min_db: -6, max_db: 6}, noise: {snr_db: [15, 30], p: 0.5}}
     augment: dict[str, Any] = field(default_factory=dict)
+    # linear probes: run the frozen backbone once per (deterministic) crop and train the head on cached vectors
+    cache_embeddings: bool = False
     # extra keyword arguments of the data set's loader (e.g. on_error, n_folds, label_column, render_workers)
     options: dict[str, Any] = field(default_factory=dict)
 

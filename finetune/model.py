@@ -224,16 +224,34 @@ class AudioModel(nn.Module):
         labels: Tensor | None = None,
         features: Tensor | None = None,
         output_hidden_states: bool = False,
+        embeddings: Tensor | None = None,
     ) -> ModelOutput:
-        """Predict (and score against ``labels``) from waveforms or precomputed front-end frames.
+        """Predict (and score against ``labels``) from waveforms, precomputed front-end frames, or cached
+        backbone ``pooled`` vectors (:mod:`finetune.embeddings`; heads with ``pooling="pooled"`` only).
 
         Shapes:
             waveform: [B, N] at :attr:`sample_rate`; features: [B, n_mels, T] from :meth:`compute_features`;
-            labels: what the head's ``loss`` takes ([B] class indices, [B, C] multi-label, [B, n] ratings).
+            embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices, [B, C] multi-label,
+            [B, n] ratings).
         """
-        if (waveform is None) == (features is None):
-            raise ValueError("pass exactly one of waveform [B, N] or features [B, n_mels, T]")
-        if features is not None:
+        if sum(x is not None for x in (waveform, features, embeddings)) != 1:
+            raise ValueError(
+                "pass exactly one of waveform [B, N], features [B, n_mels, T] or embeddings [B, D]"
+            )
+        if embeddings is not None:
+            pooling = getattr(self.head.config, "pooling", None)
+            if pooling != "pooled":
+                raise ValueError(
+                    f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
+                    f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
+                )
+            backbone_output = BackboneOutput(
+                pooled=embeddings,
+                sequence=embeddings[:, None],
+                token_times=embeddings.new_zeros(1),
+                grid=(1, 1),
+            )
+        elif features is not None:
             if features.dim() != 3:
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"

@@ -26,6 +26,7 @@ from backbones import get_pretrained_cfg
 from .config import DataConfig, RecipeConfig, to_dict
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
+from .embeddings import cache_embeddings, collate_embeddings
 from .metrics import classification_metrics, rating_metrics
 from .model import AudioModel, build_model
 from .optim import param_groups
@@ -242,11 +243,29 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         augment=augment,
     )
     eval_collate = CropCollate(model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops)
+    splits = {name: data.splits[name] for name in ("train", "validation", "test")}
+    if cfg.data.cache_embeddings:
+        if augment is not None:
+            raise ValueError(
+                "data.cache_embeddings cannot be combined with data.augment (augmented audio changes)"
+            )
+        train_windows = CropCollate(
+            model.sample_rate, window, train=False, crops_per_clip=cfg.data.train_crops
+        )
+        collates = {"train": train_windows, "validation": eval_collate, "test": eval_collate}
+        model.to(accelerator.device)
+        splits = {
+            name: cache_embeddings(
+                model, ds, collates[name], device=accelerator.device, progress=cfg.train.progress
+            )
+            for name, ds in splits.items()
+        }
+        train_collate = eval_collate = collate_embeddings
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
     result = train(
         model,
-        data.splits["train"],
-        data.splits["validation"],
+        splits["train"],
+        splits["validation"],
         cfg.train,
         train_collate,
         eval_collate,
@@ -260,7 +279,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         unwrapped.load_state_dict(AudioModel.from_pretrained(best_dir).state_dict())
     test_loader = accelerator.prepare(
         DataLoader(
-            data.splits["test"],
+            splits["test"],
             batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
             collate_fn=eval_collate,
         )

@@ -102,11 +102,11 @@ def _default_metric(task: str) -> str:
 
 
 def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's inputs from a collated batch: ``waveform`` or ``features``, and the targets as ``labels``
+    """The model's inputs from a collated batch: ``waveform``, ``features`` or ``embeddings``, and the targets as ``labels``
     (a batch carries class ``labels`` or ``ratings``)."""
-    inputs = {k: batch[k] for k in ("waveform", "features") if k in batch}
-    if not inputs:
-        raise KeyError(f"a batch needs 'waveform' or 'features'; got keys {sorted(batch)}")
+    inputs = {k: batch[k] for k in ("waveform", "features", "embeddings") if k in batch}
+    if len(inputs) != 1:
+        raise KeyError(f"a batch needs one of 'waveform', 'features', 'embeddings'; got keys {sorted(batch)}")
     target = batch["labels"] if "labels" in batch else batch.get("ratings")
     if target is not None:
         inputs["labels"] = target
@@ -252,7 +252,6 @@ def train(
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    _warn_wasted_work(accelerator.unwrap_model(model))
 
     state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
     latest = _latest_checkpoint(ckpt_root) if config.resume else None
@@ -286,6 +285,8 @@ def train(
             if skip + i >= batches_per_epoch:
                 break
             inputs = _model_inputs(batch)
+            if step == state["step"] and i == 0:
+                _warn_wasted_work(accelerator.unwrap_model(model), inputs)
             with accelerator.accumulate(model):
                 out = model(**inputs)
                 loss = out.loss
@@ -353,15 +354,16 @@ def _default_param_groups(model: nn.Module, config: TrainConfig) -> list[dict[st
     return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _warn_wasted_work(model: nn.Module) -> None:
+def _warn_wasted_work(model: nn.Module, inputs: Mapping[str, Any]) -> None:
     backbone = getattr(model, "backbone", None)
-    if backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
-        warnings.warn(
-            "the backbone is frozen but runs forward on every batch of every epoch; for a linear probe without "
-            "waveform augmentation, compute the front-end once and train on `features=` inputs "
-            "(AudioModel.compute_features), or train the head on cached embeddings",
-            stacklevel=3,
-        )
+    if "embeddings" in inputs or backbone is None or any(p.requires_grad for p in backbone.parameters()):
+        return
+    warnings.warn(
+        "the backbone is frozen but runs forward on every batch of every epoch; for a linear probe without "
+        "waveform augmentation, cache its embeddings once (finetune.embeddings.cache_embeddings, or "
+        "data.cache_embeddings=true in a recipe)",
+        stacklevel=3,
+    )
 
 
 def _flat_eval(metrics: Mapping[str, Any]) -> dict[str, Any]:

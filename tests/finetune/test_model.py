@@ -69,7 +69,8 @@ def test_forward_needs_exactly_one_input() -> None:
     model = build_model("passt_s.tiny", num_outputs=2)
     wave = _wave(model.sample_rate)
     with pytest.raises(
-        ValueError, match=r"pass exactly one of waveform \[B, N\] or features \[B, n_mels, T\]"
+        ValueError,
+        match=r"pass exactly one of waveform \[B, N\], features \[B, n_mels, T\] or embeddings \[B, D\]",
     ):
         model(wave, features=model.compute_features(wave))
     with pytest.raises(ValueError, match="pass exactly one of waveform"):
