@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -228,3 +229,26 @@ def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
         run(tmp_path / "split", Crash)
     resumed = run(tmp_path / "split", CropCollate)
     assert _losses(resumed) == _losses(full) and len(_losses(full)) == 6
+
+
+def test_bf16_mixed_precision_runs_the_forward_in_bf16(tmp_path):
+    seen = []
+
+    class Spy(_TinyNet):
+        def forward(self, waveform, labels=None):
+            seen.append(self.conv(waveform.unsqueeze(1)).dtype)
+            return super().forward(waveform, labels)
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        batch_size=4,
+        save_every=3,
+        progress=False,
+        mixed_precision="bf16",
+        log_every=1,
+    )
+    res = train(Spy(), _Tones(24, 0), None, cfg, _CropCollate())
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert len(_losses(res)) == 3 and all(math.isfinite(v) for _, v in _losses(res))
