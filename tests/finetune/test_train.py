@@ -231,7 +231,17 @@ def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
     assert _losses(resumed) == _losses(full) and len(_losses(full)) == 6
 
 
-def test_bf16_mixed_precision_runs_the_forward_in_bf16(tmp_path):
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state; a test that changes mixed precision needs it reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_mixed_precision_runs_the_forward_in_bf16(tmp_path, fresh_accelerator_state):
     seen = []
 
     class Spy(_TinyNet):
