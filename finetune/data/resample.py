@@ -24,6 +24,7 @@ resamplers, so results compare one to one. Cost: ``k * M + 2 * width`` multiply-
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -96,6 +97,13 @@ def _design_bank(
         raise ValueError(f"rolloff must be in (0, 1], got {rolloff}")
     if not 0.0 <= beta <= 100.0:
         raise ValueError(f"beta (Kaiser window shape) must be in [0, 100], got {beta}")
+    return _cached_bank(orig_sr, new_sr, lowpass_filter_width, float(rolloff), float(beta))
+
+
+@functools.lru_cache(maxsize=16)  # banks are read-only, and load_audio resamples every clip at the same rates
+def _cached_bank(
+    orig_sr: int, new_sr: int, lowpass_filter_width: int, rolloff: float, beta: float
+) -> _PolyphaseBank:
     g = math.gcd(orig_sr, new_sr)
     m, l_ = orig_sr // g, new_sr // g
     r = rolloff * min(m, l_) / m  # cut-off, in zero crossings of the sinc per input sample
