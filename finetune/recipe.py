@@ -22,12 +22,12 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
 from backbones import get_pretrained_cfg
+from heads.metrics import classification_metrics, rating_metrics
 
 from .config import DataConfig, RecipeConfig, to_dict
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
 from .embeddings import cache_embeddings, collate_embeddings
-from .metrics import classification_metrics, rating_metrics
 from .model import AudioModel, build_model
 from .optim import param_groups
 from .plots import plot_confusion_matrix, plot_loss_curves, plot_ratings, plot_reliability

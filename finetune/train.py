@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .metrics import classification_metrics, rating_metrics
+from heads.metrics import classification_metrics, rating_metrics
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate", "predict"]
 

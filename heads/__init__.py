@@ -16,11 +16,17 @@ from .classification import (
 from .pooling import POOLINGS, AttentionPool, build_pooling, time_columns
 from .rating import PERCEPIANO_DIMENSIONS, RatingConfig, RatingHead
 from .registry import Head, HeadConfig, StrictConfig, build_head, head_config_class, list_heads, register_head
+from .tasks import MULTI_LABEL, RATING, SINGLE_LABEL, TASKS, Task, get_task, list_tasks, register_task
 
 __all__ = [
     "GTZAN_GENRES",
+    "MULTI_LABEL",
     "PERCEPIANO_DIMENSIONS",
     "POOLINGS",
+    "RATING",
+    "SINGLE_LABEL",
+    "TASKS",
+    "Task",
     "AttentionHead",
     "AttentionPool",
     "ClassificationConfig",
@@ -35,8 +41,11 @@ __all__ = [
     "StrictConfig",
     "build_head",
     "build_pooling",
+    "get_task",
     "head_config_class",
     "list_heads",
+    "list_tasks",
     "register_head",
+    "register_task",
     "time_columns",
 ]

@@ -19,6 +19,7 @@ from backbones.base import BackboneOutput
 
 from .pooling import POOLINGS, AttentionPool, build_pooling, time_columns
 from .registry import Head, HeadConfig, register_head
+from .tasks import MULTI_LABEL, SINGLE_LABEL, Task
 
 __all__ = [
     "GTZAN_GENRES",
@@ -183,9 +184,14 @@ class ClassificationHead(Head):
         """Cross-entropy or BCE (see :func:`classification_loss`). Shapes: prediction [B, C] -> []."""
         return classification_loss(prediction, target, self.config.multi_label, self.config.label_smoothing)
 
+    @property
+    def task(self) -> Task:
+        """``multi_label`` when the config says so, else ``single_label``."""
+        return MULTI_LABEL if self.config.multi_label else SINGLE_LABEL
+
     def probabilities(self, logits: Tensor) -> Tensor:
         """Softmax (single-label) or sigmoid (multi-label). Shapes: [B, C] -> [B, C]."""
-        return logits.sigmoid() if self.config.multi_label else logits.softmax(dim=-1)
+        return self.task.probabilities(logits)
 
 
 @register_head("linear", ClassificationConfig)

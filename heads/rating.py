@@ -23,6 +23,7 @@ from backbones.base import BackboneOutput
 from .classification import ACTIVATIONS, mlp_trunk
 from .pooling import POOLINGS, build_pooling
 from .registry import Head, HeadConfig, register_head
+from .tasks import RATING, Task
 
 __all__ = ["PERCEPIANO_DIMENSIONS", "REGRESSION_LOSSES", "RatingConfig", "RatingHead", "PerDimensionOutput"]
 
@@ -164,8 +165,12 @@ class PerDimensionOutput(nn.Module):
 class RatingHead(Head):
     """Shared trunk + per-dimension outputs, optionally bounded to the label range. See the module docstring."""
 
-    output_field = "ratings"
     config: RatingConfig
+
+    @property
+    def task(self) -> Task:
+        """Always ``rating``."""
+        return RATING
 
     def __init__(self, in_dim: int, config: RatingConfig) -> None:
         super().__init__(in_dim, config)

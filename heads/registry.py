@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from backbones.base import BackboneOutput
 
+from .tasks import Task
+
 __all__ = [
     "StrictConfig",
     "HeadConfig",
@@ -102,11 +104,10 @@ class HeadConfig(StrictConfig):
 class Head(nn.Module):
     """Base class of the task heads: ``forward(output) = project(pool(output))``.
 
-    Subclasses set ``output_field`` (``"logits"`` or ``"ratings"``, the :class:`finetune.ModelOutput` field the
-    prediction goes to) and implement :meth:`pool`, :meth:`project` and :meth:`loss`.
+    Subclasses implement :attr:`task` (what the outputs mean; see :mod:`heads.tasks`), :meth:`pool`,
+    :meth:`project` and :meth:`loss`.
     """
 
-    output_field: ClassVar[str] = "logits"
     name: ClassVar[str] = ""
     config: HeadConfig
 
@@ -116,6 +117,16 @@ class Head(nn.Module):
             raise ValueError(f"in_dim must be positive, got {in_dim}")
         self.in_dim = in_dim
         self.config = config
+
+    @property
+    def task(self) -> Task:
+        """The task this head's outputs serve (single-label, multi-label or ratings)."""
+        raise NotImplementedError
+
+    @property
+    def output_field(self) -> str:
+        """The :class:`finetune.ModelOutput` field the prediction goes to (``logits`` or ``ratings``)."""
+        return self.task.output_field
 
     @property
     def labels(self) -> tuple[str, ...]:

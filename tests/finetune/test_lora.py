@@ -127,7 +127,8 @@ def test_merged_and_unmerged_adapters_agree(name: str, tmp_path: Path) -> None:
         merged = model(wave).logits
         model.unmerge_lora()
         again = model(wave).logits
-    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    # merging reorders float sums through every layer: relative, not absolute, agreement (CNN14's logits reach ~30)
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
     assert torch.equal(again, unmerged)  # unmerging restores the saved base weights bit for bit
     model.merge_lora()
     with pytest.raises(
@@ -140,7 +141,7 @@ def test_merged_and_unmerged_adapters_agree(name: str, tmp_path: Path) -> None:
     assert loaded.lora_settings is None and not lora_layers(loaded)
     assert not any(is_lora_parameter(k) or ".base_layer." in k for k in loaded.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(loaded(wave).logits, unmerged, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loaded(wave).logits, unmerged, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", TINY)
