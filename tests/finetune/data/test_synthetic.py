@@ -218,3 +218,61 @@ def test_piano_brightness_follows_hammer_hardness() -> None:
     assert centroid(dataclasses.replace(base, hardness=1.0)) > 1.3 * centroid(
         dataclasses.replace(base, hardness=0.0)
     )
+
+
+# RMS and the samples at 1000, 4000 and 7000 of a 1 s clip at 8 kHz from default_rng(11). They pin the generated
+# audio: a refactor must keep every clip (same seed -> same samples). The tolerance covers float32 BLAS rounding
+# on other machines and thread counts (about 2e-7); any change to the synthesis moves these by far more.
+_GENRE_PINS = {
+    "blues": (0.1798802, -0.0876964, 0.0460166, 0.0029699),
+    "classical": (0.1514397, -0.1949952, -0.0288658, -0.0288055),
+    "country": (0.0596468, -0.0166706, 0.0073040, 0.0012585),
+    "disco": (0.0636430, -0.0312814, 0.0227441, -0.0451247),
+    "hiphop": (0.0751824, -0.0545594, 0.0274763, 0.0137411),
+    "jazz": (0.0378950, 0.0013628, 0.0461965, 0.0246423),
+    "metal": (0.0716475, -0.0292673, 0.0353958, 0.1025640),
+    "pop": (0.1505251, 0.0988365, 0.0670918, 0.0455661),
+    "reggae": (0.2038355, 0.1699741, 0.1974432, -0.0297228),
+    "rock": (0.1126574, 0.0478255, 0.0631981, 0.0417360),
+}
+
+
+def _pins(x: np.ndarray, at: tuple[int, ...] = (1000, 4000, 7000)) -> tuple[float, ...]:
+    x = x.astype(np.float64)
+    return (float(np.sqrt(np.mean(x**2))), *(float(x[i]) for i in at))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("genre", GENRES)
+def test_genre_clips_are_pinned(genre: str) -> None:
+    y = render_genre_clip(genre, 1.0, SR, np.random.default_rng(11))
+    np.testing.assert_allclose(_pins(y), _GENRE_PINS[genre], rtol=0, atol=1e-6)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_piano_radio_and_splits_are_pinned() -> None:
+    piano = synthetic_piano(n=2, seconds=1.0, sample_rate=SR, seed=2, n_performers=2)
+    np.testing.assert_allclose(
+        [_pins(piano[i]["audio"]) for i in range(2)],
+        [(0.1779381, 0.0395628, -0.2676556, -0.1076019), (0.0645257, -0.0370403, -0.1270039, 0.0455740)],
+        rtol=0,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        [piano[i]["ratings"][:5] for i in range(2)],
+        [[0.668852, 0.802528, 0.523265, 0.386341, 0.362779], [0.405886, 0.859391, 0.409016, 0.591537, 0.479]],
+        rtol=0,
+        atol=1e-6,
+    )
+    wave, _ = synthetic_radio(["pop", "jazz"], 0.5, SR, seed=4)
+    np.testing.assert_allclose(
+        _pins(wave, (1000, 3000, 6000)), (0.0993718, -0.1129514, -0.0295251, -0.0009713), rtol=0, atol=1e-6
+    )
+    splits = synthetic_genres_splits(
+        4, 0.25, SR, seed=3, genres=["jazz", "metal"], fractions=(0.5, 0.25, 0.25)
+    )
+    assert {k: list(v["id"]) for k, v in splits.items()} == {
+        "train": ["jazz-0001", "jazz-0002", "metal-0001", "metal-0002"],
+        "validation": ["jazz-0000", "metal-0003"],
+        "test": ["jazz-0003", "metal-0000"],
+    }
