@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .storage import _audio_column, _to_dataset
 from .styles import (
@@ -278,6 +279,7 @@ def synthetic_genres(
     sample_rate: int = 32000,
     seed: int = 0,
     genres: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> datasets.Dataset:
     """A genre-classification data set of procedurally rendered clips (see the module docstring).
 
@@ -288,6 +290,7 @@ def synthetic_genres(
         seed: Everything follows from it; clip ``i`` of a style is the same whatever ``n_per_class`` or
             ``genres``.
         genres: Styles to include (default: all of :data:`GENRES`); their order defines the label ids.
+        progress: Show a progress bar over the clips (rendering takes minutes on a slow machine).
 
     Returns:
         A ``numpy``-formatted ``datasets.Dataset`` with columns ``audio`` (float32 ``[N]``), ``label``
@@ -301,12 +304,11 @@ def synthetic_genres(
         _resolve_style(name)
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}")
-    clips, labels, ids = [], [], []
-    for label, name in enumerate(names):
-        for i in range(n_per_class):
-            clips.append(render_genre_clip(name, seconds, sample_rate, _clip_rng(seed, name, i)))
-            labels.append(label)
-            ids.append(f"{name}-{i:04d}")
+    jobs = [(label, name, i) for label, name in enumerate(names) for i in range(n_per_class)]
+    bar = tqdm(jobs, desc="synthetic genres", unit="clip", disable=not progress)
+    clips = [render_genre_clip(name, seconds, sample_rate, _clip_rng(seed, name, i)) for _, name, i in bar]
+    labels = [label for label, _, _ in jobs]
+    ids = [f"{name}-{i:04d}" for _, name, i in jobs]
     features = datasets.Features(
         {
             "audio": datasets.List(datasets.Value("float32")),
@@ -331,18 +333,19 @@ def synthetic_genres_splits(
     seed: int = 0,
     genres: Sequence[str] | None = None,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    progress: bool = True,
 ) -> datasets.DatasetDict:
     """:func:`synthetic_genres` split into ``train``/``validation``/``test``, stratified by label and seeded.
 
     Each class contributes ``round(fraction * n_per_class)`` clips (at least one for a non-zero fraction) to
-    validation and test, and the rest to train.
+    validation and test, and the rest to train. ``progress`` shows a progress bar over the clips.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
     n_val, n_test = (max(int(f > 0), round(f * n_per_class)) for f in fractions[1:])
     if n_val + n_test >= n_per_class:
         raise ValueError(f"n_per_class={n_per_class} leaves no training clips with fractions {fractions}")
-    ds = synthetic_genres(n_per_class, seconds, sample_rate, seed, genres)
+    ds = synthetic_genres(n_per_class, seconds, sample_rate, seed, genres, progress)
     rng = np.random.default_rng([seed, 7])
     split: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
     labels = np.asarray(ds["label"])
@@ -368,8 +371,10 @@ def synthetic_radio(
     seconds_each: float | Sequence[float] = 10.0,
     sample_rate: int = 32000,
     seed: int = 0,
+    progress: bool = True,
 ) -> tuple[np.ndarray, list[Segment]]:
-    """Clips of several styles back to back (10 ms fades at the joins), for streaming demos and tests.
+    """Clips of several styles back to back (10 ms fades at the joins), for streaming demos and tests;
+    ``progress`` shows a progress bar over the clips.
 
     Returns:
         The waveform and the segments ``[start, end)`` with their style; segment ``i`` is clip ``i`` of its
@@ -385,7 +390,8 @@ def synthetic_radio(
         raise ValueError(f"need one duration per style, got {len(durations)} for {len(styles)} styles")
     clips, segments, start = [], [], 0
     fade = np.linspace(0.0, 1.0, int(0.01 * sample_rate), dtype=np.float32)
-    for i, (style, dur) in enumerate(zip(styles, durations)):
+    bar = tqdm(list(zip(styles, durations)), desc="synthetic radio", unit="clip", disable=not progress)
+    for i, (style, dur) in enumerate(bar):
         clip = render_genre_clip(style, dur, sample_rate, _clip_rng(seed, str(style), 1_000_000 + i))
         k = min(len(fade), len(clip) // 2)
         clip[:k] *= fade[:k]

@@ -13,6 +13,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
+from tqdm.auto import tqdm
 
 from heads.rating import PERCEPIANO_DIMENSIONS
 
@@ -229,12 +230,18 @@ def render_piano_clip(
 
 
 def synthetic_piano(
-    n: int = 200, seconds: float = 8.0, sample_rate: int = 32000, seed: int = 0, n_performers: int = 22
+    n: int = 200,
+    seconds: float = 8.0,
+    sample_rate: int = 32000,
+    seed: int = 0,
+    n_performers: int = 22,
+    progress: bool = True,
 ) -> datasets.Dataset:
     """A rating-regression data set of synthetic piano performances with PercePiano-style targets.
 
     Performer ``i % n_performers`` plays clip ``i``; each performer has habits (a shift of every parameter),
     so splits should group by ``performer``. Ratings come from :func:`piano_ratings` with rater noise.
+    ``progress`` shows a progress bar over the clips.
 
     Returns:
         A ``numpy``-formatted ``datasets.Dataset`` with columns ``audio`` (float32 ``[N]``), ``ratings`` (19
@@ -250,7 +257,7 @@ def synthetic_piano(
         prng = np.random.default_rng([seed, 1, k])
         tendencies.append({name: float(prng.normal(0, 0.15)) for name in _PIANO_RANGES})
     clips, ratings = [], []
-    for i in range(n):
+    for i in tqdm(range(n), desc="synthetic piano", unit="clip", disable=not progress):
         rng = np.random.default_rng([seed, 2, i])
         perf = sample_piano_performance(rng, tendencies[i % n_performers])
         clips.append(render_piano_clip(perf, seconds, sample_rate, rng))

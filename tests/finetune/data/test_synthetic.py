@@ -251,7 +251,7 @@ def test_genre_clips_are_pinned(genre: str) -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_piano_radio_and_splits_are_pinned() -> None:
-    piano = synthetic_piano(n=2, seconds=1.0, sample_rate=SR, seed=2, n_performers=2)
+    piano = synthetic_piano(n=2, seconds=1.0, sample_rate=SR, seed=2, n_performers=2, progress=False)
     np.testing.assert_allclose(
         [_pins(piano[i]["audio"]) for i in range(2)],
         [(0.1779381, 0.0395628, -0.2676556, -0.1076019), (0.0645257, -0.0370403, -0.1270039, 0.0455740)],
@@ -264,15 +264,40 @@ def test_piano_radio_and_splits_are_pinned() -> None:
         rtol=0,
         atol=1e-6,
     )
-    wave, _ = synthetic_radio(["pop", "jazz"], 0.5, SR, seed=4)
+    wave, _ = synthetic_radio(["pop", "jazz"], 0.5, SR, seed=4, progress=False)
     np.testing.assert_allclose(
         _pins(wave, (1000, 3000, 6000)), (0.0993718, -0.1129514, -0.0295251, -0.0009713), rtol=0, atol=1e-6
     )
     splits = synthetic_genres_splits(
-        4, 0.25, SR, seed=3, genres=["jazz", "metal"], fractions=(0.5, 0.25, 0.25)
+        4, 0.25, SR, seed=3, genres=["jazz", "metal"], fractions=(0.5, 0.25, 0.25), progress=False
     )
     assert {k: list(v["id"]) for k, v in splits.items()} == {
         "train": ["jazz-0001", "jazz-0002", "metal-0001", "metal-0002"],
         "validation": ["jazz-0000", "metal-0003"],
         "test": ["jazz-0003", "metal-0000"],
     }
+
+
+@pytest.mark.parametrize(
+    ("make", "bar"),
+    [
+        (
+            lambda **kw: synthetic_genres(2, 0.25, SR, seed=1, genres=["pop", "rock"], **kw),
+            "synthetic genres",
+        ),
+        (
+            lambda **kw: synthetic_genres_splits(4, 0.25, SR, 1, ["pop"], (0.5, 0.25, 0.25), **kw),
+            "synthetic genres",
+        ),
+        (lambda **kw: synthetic_piano(4, 0.25, SR, seed=1, **kw), "synthetic piano"),
+        (lambda **kw: synthetic_radio(["pop"] * 4, 0.25, SR, seed=1, **kw), "synthetic radio"),
+    ],
+)
+def test_generation_shows_a_progress_bar_over_clips_unless_asked_not_to(
+    make, bar: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make(progress=False)
+    assert capsys.readouterr().err == ""
+    make()
+    err = capsys.readouterr().err
+    assert f"{bar}: 100%" in err and "4/4" in err and "clip" in err
