@@ -197,19 +197,8 @@ class AudioModel(nn.Module):
                 "pass exactly one of waveform [B, N], features [B, n_mels, T] or embeddings [B, D]"
             )
         if embeddings is not None:
-            pooling = getattr(self.head.config, "pooling", None)
-            if pooling != "pooled":
-                raise ValueError(
-                    f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
-                    f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
-                )
-            backbone_output = BackboneOutput(
-                pooled=embeddings,
-                sequence=embeddings[:, None],
-                token_times=embeddings.new_zeros(1),
-                grid=(1, 1),
-            )
-        elif features is not None:
+            return self.forward_embeddings(embeddings, labels)
+        if features is not None:
             if features.dim() != 3:
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
@@ -225,6 +214,33 @@ class AudioModel(nn.Module):
         return ModelOutput(
             **{self.head.output_field: prediction}, loss=loss, pooled=pooled, backbone_output=backbone_output
         )
+
+    def forward_embeddings(self, embeddings: Tensor, labels: Tensor | None = None) -> ModelOutput:
+        """Run only the head, on cached backbone ``pooled`` vectors (:mod:`finetune.embeddings`).
+
+        A head that pools with ``pooled`` feeds the backbone's own clip vector to its output layers, so its
+        projection of a cached vector is what the waveform path computes; other poolings need the token sequence.
+
+        Shapes:
+            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes.
+
+        Raises:
+            ValueError: the head does not pool with ``pooled``, or ``embeddings`` is not ``[B, D]``.
+        """
+        pooling = getattr(self.head.config, "pooling", None)
+        if pooling != "pooled":
+            raise ValueError(
+                f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
+                f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
+            )
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_dim:
+            raise ValueError(
+                f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
+                f"got shape {tuple(embeddings.shape)}"
+            )
+        prediction = self.head.project(embeddings)
+        loss = self.head.loss(prediction, labels) if labels is not None else None
+        return ModelOutput(**{self.head.output_field: prediction}, loss=loss, pooled=embeddings)
 
     # ----------------------------------------------------------------------------------------------- LoRA
     def merge_lora(self) -> None:

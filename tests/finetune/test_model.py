@@ -123,3 +123,40 @@ def test_frozen_batchnorm_keeps_its_statistics_and_trainable_batchnorm_updates_t
         assert torch.equal(model.backbone.bn0.running_var, before) == stem_frozen
         changed = not torch.equal(model.backbone.conv_block6.bn2.running_mean, stats)
         assert changed == should_change, freeze
+
+
+@pytest.mark.parametrize(
+    ("head", "labels"), [("linear", torch.tensor([1, 0])), ("rating", torch.rand(2, 19))]
+)
+def test_forward_embeddings_runs_only_the_head_and_matches_the_waveform_path(
+    head: str, labels: torch.Tensor
+) -> None:
+    model = build_model(base_backbone("cnn14.tiny"), head=head, num_outputs=19 if head == "rating" else 2)
+    wave = music_wave(model.sample_rate)
+    field = "ratings" if head == "rating" else "logits"
+    with torch.no_grad():
+        from_wave = model(wave, labels=labels)
+        cached = model.forward_embeddings(from_wave.backbone_output.pooled, labels=labels)
+        via_forward = model(embeddings=from_wave.pooled, labels=labels)
+    assert torch.equal(getattr(cached, field), getattr(from_wave, field))
+    assert torch.equal(cached.loss, from_wave.loss) and torch.equal(cached.pooled, from_wave.pooled)
+    assert cached.backbone_output is None and via_forward.backbone_output is None
+    assert torch.equal(getattr(via_forward, field), getattr(cached, field))
+    assert model.forward_embeddings(from_wave.pooled).loss is None
+
+
+def test_forward_embeddings_rejects_other_poolings_and_shapes() -> None:
+    model = build_model(base_backbone("cnn14.tiny"), head="linear", num_outputs=2)
+    width = model.backbone.embed_dim
+    with pytest.raises(
+        ValueError,
+        match=rf"embeddings must be the backbone's pooled vectors \[B, {width}\], got shape \(2, 7\)",
+    ):
+        model.forward_embeddings(torch.zeros(2, 7))
+    with pytest.raises(ValueError, match=rf"pooled vectors \[B, {width}\], got shape \({width},\)"):
+        model(embeddings=torch.zeros(width))
+    attention = build_model(base_backbone("cnn14.tiny"), head="attention", num_outputs=2)
+    with pytest.raises(
+        ValueError, match="the 'attention' head pools with 'attention', which needs the token sequence"
+    ):
+        attention.forward_embeddings(torch.zeros(2, width))
