@@ -2,8 +2,9 @@
 
 A frozen backbone in eval mode maps a fixed crop to a fixed ``pooled`` vector, so a head with
 ``pooling="pooled"`` trains on cached vectors exactly as it would on waveforms
-(``AudioModel.forward(embeddings=...)``). Crops are deterministic (an evaluation-mode :class:`CropCollate`
-with ``crops_per_clip`` windows per clip); waveform augmentation cannot be cached.
+(``AudioModel.forward_embeddings``, which ``AudioModel.forward(embeddings=...)`` calls). Crops are
+deterministic (an evaluation-mode :class:`CropCollate` with ``crops_per_clip`` windows per clip); waveform
+augmentation cannot be cached.
 """
 
 from __future__ import annotations

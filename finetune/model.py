@@ -5,17 +5,13 @@
 >>> model.save_pretrained("runs/x/model")
 >>> same = AudioModel.from_pretrained("runs/x/model")
 
-A saved directory holds ``config.json`` (backbone name and overrides, front-end settings, head name and config,
-LoRA settings, freeze mode, label names, library version) and either ``model.safetensors`` (every tensor) or
-``adapter.safetensors`` (only the trained tensors: LoRA, head and any unfrozen backbone layers; loading it needs
-the base backbone, ``from_pretrained(dir, base_checkpoint=...)``).
+What a saved directory holds, which of its fields are authoritative and the errors loading raises are described
+in :mod:`finetune.serialization`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,23 +19,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from backbones import Backbone, BackboneOutput, get_pretrained_cfg, list_backbones, load_backbone
-from backbones.checkpoints import CheckpointMismatchError, load_strict
+from backbones import Backbone, BackboneOutput, load_backbone
 from heads import Head, build_head, head_config_class
 
-from .lora import (
-    LoraSettings,
-    apply_lora,
-    is_lora_parameter,
-    lora_layers,
-    merge_lora,
-    merged_state_dict,
-    unmerge_lora,
-)
+from . import serialization
+from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
+from .serialization import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME, cfg_overrides
 
 __all__ = [
     "AudioModel",
@@ -50,11 +37,6 @@ __all__ = [
     "WEIGHTS_NAME",
     "ADAPTER_NAME",
 ]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-ADAPTER_NAME = "adapter.safetensors"
-_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -107,30 +89,6 @@ def _parse_freeze(mode: str) -> tuple[str, str]:
     return kind, arg
 
 
-def _tuplify(value: Any) -> Any:
-    """JSON lists back to tuples (configs use tuples for fixed-length settings)."""
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
-
-
-def _cfg_overrides(backbone: Backbone) -> dict[str, Any]:
-    """The architecture / front-end settings where ``backbone`` differs from its registered config (all of them
-    for a backbone that is not registered; such a model runs but cannot be rebuilt by :meth:`from_pretrained`)."""
-    if backbone.name not in list_backbones():
-        return {**backbone.pretrained_cfg.arch, **backbone.pretrained_cfg.frontend}
-    registered = get_pretrained_cfg(backbone.name)
-    own = {**backbone.pretrained_cfg.arch, **backbone.pretrained_cfg.frontend}
-    base = {**registered.arch, **registered.frontend}
-    return {k: v for k, v in own.items() if k not in base or base[k] != v}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
-
 class AudioModel(nn.Module):
     """A backbone, optional LoRA adapters in it, and a task head.
 
@@ -166,7 +124,7 @@ class AudioModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.lora_settings = lora
-        self.backbone_overrides = {**_cfg_overrides(backbone), **dict(backbone_overrides or {})}
+        self.backbone_overrides = {**cfg_overrides(backbone), **dict(backbone_overrides or {})}
         self.lora_modules = apply_lora(backbone, lora) if lora is not None else []
         self.freeze_mode = freeze
         self._premerge_weights: dict[str, Tensor] | None = None
@@ -239,19 +197,8 @@ class AudioModel(nn.Module):
                 "pass exactly one of waveform [B, N], features [B, n_mels, T] or embeddings [B, D]"
             )
         if embeddings is not None:
-            pooling = getattr(self.head.config, "pooling", None)
-            if pooling != "pooled":
-                raise ValueError(
-                    f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
-                    f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
-                )
-            backbone_output = BackboneOutput(
-                pooled=embeddings,
-                sequence=embeddings[:, None],
-                token_times=embeddings.new_zeros(1),
-                grid=(1, 1),
-            )
-        elif features is not None:
+            return self.forward_embeddings(embeddings, labels)
+        if features is not None:
             if features.dim() != 3:
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
@@ -268,6 +215,33 @@ class AudioModel(nn.Module):
             **{self.head.output_field: prediction}, loss=loss, pooled=pooled, backbone_output=backbone_output
         )
 
+    def forward_embeddings(self, embeddings: Tensor, labels: Tensor | None = None) -> ModelOutput:
+        """Run only the head, on cached backbone ``pooled`` vectors (:mod:`finetune.embeddings`).
+
+        A head that pools with ``pooled`` feeds the backbone's own clip vector to its output layers, so its
+        projection of a cached vector is what the waveform path computes; other poolings need the token sequence.
+
+        Shapes:
+            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes.
+
+        Raises:
+            ValueError: the head does not pool with ``pooled``, or ``embeddings`` is not ``[B, D]``.
+        """
+        pooling = getattr(self.head.config, "pooling", None)
+        if pooling != "pooled":
+            raise ValueError(
+                f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
+                f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
+            )
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_dim:
+            raise ValueError(
+                f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
+                f"got shape {tuple(embeddings.shape)}"
+            )
+        prediction = self.head.project(embeddings)
+        loss = self.head.loss(prediction, labels) if labels is not None else None
+        return ModelOutput(**{self.head.output_field: prediction}, loss=loss, pooled=embeddings)
+
     # ----------------------------------------------------------------------------------------------- LoRA
     def merge_lora(self) -> None:
         """Merge the LoRA updates into the backbone's weights (faster inference; undo with :meth:`unmerge_lora`)."""
@@ -279,63 +253,15 @@ class AudioModel(nn.Module):
         unmerge_lora(self.backbone, self._premerge_weights)
         self._premerge_weights = None
 
+    @property
+    def lora_merged(self) -> bool:
+        """Whether :meth:`merge_lora` is in effect (such a model is not saved: unmerge first)."""
+        return self._premerge_weights is not None
+
     # ------------------------------------------------------------------------------------- save / load
     def config_dict(self, weights: str = "full") -> dict[str, Any]:
         """What ``config.json`` holds; ``weights`` is ``"full"``, ``"merged"`` or ``"adapter"``."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            lib_version = version("musicft")
-        except PackageNotFoundError:
-            lib_version = "unknown"
-        lora = None if weights == "merged" or self.lora_settings is None else self.lora_settings.to_dict()
-        freeze = "backbone" if weights == "merged" and self.freeze_mode == "lora" else self.freeze_mode
-        cfg = self.backbone.pretrained_cfg
-        return _jsonable(
-            {
-                "format_version": _FORMAT_VERSION,
-                "library_version": lib_version,
-                "weights": weights,
-                "backbone": {
-                    "name": self.backbone.name,
-                    "overrides": self.backbone_overrides,
-                    "sample_rate": self.backbone.sample_rate,
-                    "embed_dim": self.backbone.embed_dim,
-                    "frontend": dict(cfg.frontend),
-                },
-                "head": {
-                    "name": self.head.name,
-                    "in_dim": self.head.in_dim,
-                    "config": self.head.config.to_dict(),
-                },
-                "lora": lora,
-                "freeze": freeze,
-                "labels": self.labels,
-            }
-        )
-
-    def _adapter_state(self) -> dict[str, Tensor]:
-        """Head tensors and every backbone module's tensors that train (LoRA and unfrozen layers)."""
-        state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        for mod_name, module in self.backbone.named_modules():
-            own = dict(module.named_parameters(recurse=False))
-            if not any(p.requires_grad for p in own.values()):
-                continue
-            prefix = f"backbone.{mod_name}." if mod_name else "backbone."
-            for key, value in module.state_dict(keep_vars=False).items():
-                if "." not in key:  # this module's own tensors (parameters and persistent buffers)
-                    state[prefix + key] = value
-        return state
-
-    def _base_fingerprint(self, adapter_keys: Iterable[str]) -> str:
-        """sha256 of the backbone parameters an adapter-only save relies on (the frozen base weights)."""
-        skip = set(adapter_keys)
-        h = hashlib.sha256()
-        for name, param in sorted(self.backbone.named_parameters()):
-            if f"backbone.{name}" not in skip:
-                h.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-                h.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-        return h.hexdigest()
+        return serialization.config_dict(self, weights)
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], merge_lora: bool = False, adapter_only: bool = False
@@ -346,34 +272,9 @@ class AudioModel(nn.Module):
             merge_lora: save the LoRA updates merged into plain backbone weights (a model without adapters).
             adapter_only: save only the trained tensors (``adapter.safetensors``); loading needs the base backbone.
         """
-        if merge_lora and adapter_only:
-            raise ValueError("merge_lora and adapter_only exclude each other")
-        if merge_lora and self.lora_settings is None:
-            raise ValueError("merge_lora=True but the model has no LoRA adapters")
-        if self._premerge_weights is not None:
-            raise ValueError("the LoRA adapters are merged; call unmerge_lora() before saving")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        if adapter_only:
-            state, weights, filename = self._adapter_state(), "adapter", ADAPTER_NAME
-        elif merge_lora:
-            backbone_state = {f"backbone.{k}": v for k, v in merged_state_dict(self.backbone).items()}
-            head_state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
-            state, weights, filename = {**backbone_state, **head_state}, "merged", WEIGHTS_NAME
-        else:
-            state, weights, filename = self.state_dict(), "full", WEIGHTS_NAME
-        config = self.config_dict(weights)
-        if adapter_only:
-            config["base_fingerprint"] = self._base_fingerprint(state)
-        stale = out / (WEIGHTS_NAME if adapter_only else ADAPTER_NAME)
-        stale.unlink(missing_ok=True)  # never leave two weight files that disagree
-        save_file(
-            {k: v.detach().cpu().clone().contiguous() for k, v in state.items()},
-            str(out / filename),
-            metadata={"format": "pt"},
+        return serialization.save_pretrained(
+            self, directory, merge_lora=merge_lora, adapter_only=adapter_only
         )
-        (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        return out
 
     @classmethod
     def from_pretrained(
@@ -392,100 +293,12 @@ class AudioModel(nn.Module):
 
         Raises:
             FileNotFoundError: no ``config.json`` / weights in ``directory``.
+            finetune.serialization.SavedModelError: ``config.json`` or the weights file is unreadable or
+                inconsistent; the message names the file and what to fix.
             ValueError: the given or base backbone does not match the saved one, or arguments do not fit.
         """
-        path = Path(directory)
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"{path} has no {CONFIG_NAME}; is it a directory written by save_pretrained?"
-            )
-        config = json.loads((path / CONFIG_NAME).read_text())
-        if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{path}/{CONFIG_NAME} has format_version {config.get('format_version')!r}, "
-                f"this library reads {_FORMAT_VERSION}"
-            )
-        adapter = config["weights"] == "adapter"
-        weights_file = path / (ADAPTER_NAME if adapter else WEIGHTS_NAME)
-        if not weights_file.is_file():
-            raise FileNotFoundError(f"{path} has a {CONFIG_NAME} but no {weights_file.name}")
-        name = config["backbone"]["name"]
-        overrides = {k: _tuplify(v) for k, v in config["backbone"]["overrides"].items()}
-        if backbone is not None and base_checkpoint is not None:
-            raise ValueError("pass base_checkpoint or backbone, not both")
-        if backbone is not None:
-            _check_same_backbone(backbone, name, overrides, path)
-        elif adapter:
-            if base_checkpoint is None:
-                raise ValueError(
-                    f"{path} holds only adapter weights; pass the base backbone checkpoint it was trained from: "
-                    f"AudioModel.from_pretrained({str(path)!r}, base_checkpoint=...) (or backbone=...)"
-                )
-            backbone = load_backbone(name, checkpoint=base_checkpoint, **overrides)
-        elif base_checkpoint is not None:
-            raise ValueError(
-                f"{path} holds full weights; base_checkpoint is only for adapter-only directories"
-            )
-        else:
-            backbone = load_backbone(name, **overrides)
-        head_cfg = config["head"]
-        head = build_head(head_cfg["name"], head_cfg["in_dim"], **head_cfg["config"])
-        lora = LoraSettings.from_dict(config["lora"]) if config["lora"] is not None else None
-        model = cls(backbone, head, lora=lora, freeze=config["freeze"], backbone_overrides=overrides)
-        state = load_file(str(weights_file), device="cpu")
-        if adapter:
-            model._load_adapter_state(state, config.get("base_fingerprint"), path)
-        else:
-            load_strict(
-                model, state, source_format=f"{path.name}/{WEIGHTS_NAME}", model_name=f"AudioModel({name})"
-            )
-        return model.eval()
-
-    def _load_adapter_state(self, state: Mapping[str, Tensor], fingerprint: str | None, path: Path) -> None:
-        expected = self._adapter_state()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = [
-            (k, tuple(v.shape), tuple(expected[k].shape))
-            for k, v in state.items()
-            if k in expected and v.shape != expected[k].shape
-        ]
-        if missing or unexpected or mismatched:
-            raise CheckpointMismatchError(
-                f"AudioModel({self.backbone.name})",
-                f"{path.name}/{ADAPTER_NAME}",
-                missing,
-                unexpected,
-                mismatched,
-            )
-        if fingerprint is not None and fingerprint != self._base_fingerprint(state):
-            raise ValueError(
-                f"the adapter in {path} was trained on different {self.backbone.name} base weights than the ones "
-                "given (their fingerprints differ); pass the base checkpoint it was trained from"
-            )
-        self.load_state_dict(dict(state), strict=False)
-
-
-def _check_same_backbone(backbone: Backbone, name: str, overrides: Mapping[str, Any], path: Path) -> None:
-    if lora_layers(backbone):
-        raise ValueError(
-            "the backbone given to from_pretrained already has LoRA adapters; pass the base backbone"
-        )
-    if backbone.name != name:
-        raise ValueError(f"{path} was saved with backbone {name!r}, got {backbone.name!r}")
-    own = {k: _tuplify(_jsonable(v)) for k, v in _cfg_overrides(backbone).items()}
-    saved = {
-        k: v
-        for k, v in overrides.items()
-        if k in {**backbone.pretrained_cfg.arch, **backbone.pretrained_cfg.frontend}
-    }
-    if own != saved:
-        diff = sorted(k for k in set(own) | set(saved) if own.get(k) != saved.get(k))
-        details = ", ".join(
-            f"{k}: saved {saved.get(k, 'default')!r} vs given {own.get(k, 'default')!r}" for k in diff
-        )
-        raise ValueError(
-            f"{path} was saved with different {name} settings than the backbone given: {details}"
+        return serialization.load_pretrained(
+            cls, directory, base_checkpoint=base_checkpoint, backbone=backbone
         )
 
 

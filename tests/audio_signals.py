@@ -1,5 +1,6 @@
-"""Deterministic test signals: noise, swept sines and a small 'musical' mixture (notes with harmonics and
-percussive clicks), so that parity tests see realistic spectra and not only white noise."""
+"""Deterministic test signals: noise, swept sines, pure tones and a small 'musical' mixture (notes with
+harmonics and percussive clicks), so that parity tests see realistic spectra and not only white noise; and two
+measurements of them (spectral peak, RMS level)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,20 @@ def music(batch: int, n: int, sample_rate: int, seed: int = 0) -> Tensor:
         clicks = torch.randint(0, n, (12,), generator=g)
         out[b, clicks] += 0.5
     return out.clamp(-1, 1).float()
+
+
+def tone(freq: float, n: int, sample_rate: int, batch: int = 1) -> Tensor:
+    """A unit-amplitude sine of ``freq`` Hz, ``[batch, n]``."""
+    t = torch.arange(n, dtype=torch.float64) / sample_rate
+    return torch.sin(2 * math.pi * freq * t).float().repeat(batch, 1)
+
+
+def peak_hz(x: Tensor, sample_rate: int) -> float:
+    """Frequency of the largest bin of the Hann-windowed spectrum of ``x [N]`` (``sample_rate / N`` apart)."""
+    spec = torch.fft.rfft(x * torch.hann_window(x.shape[-1])).abs()
+    return int(spec.argmax()) * sample_rate / x.shape[-1]
+
+
+def rms_db(x: Tensor) -> Tensor:
+    """Mean power in dB along the last axis."""
+    return 10 * torch.log10(x.double().square().mean(-1))

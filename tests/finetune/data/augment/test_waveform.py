@@ -1,0 +1,192 @@
+"""Waveform augmentations: gain/SNR/EQ in dB, pitch and tempo modules equal to the DSP functions, identity IR,
+seeding, RandomApply/Compose, and the builder recipes use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from finetune.data.augment import (
+    AddNoise,
+    Compose,
+    ConvolveIR,
+    Eq,
+    EqConfig,
+    Gain,
+    GainConfig,
+    NoiseConfig,
+    PitchShift,
+    PitchShiftConfig,
+    RandomApply,
+    TimeStretch,
+    TimeStretchConfig,
+    build_wave_augment,
+)
+from finetune.data.collate import CropCollate
+from finetune.data.dsp import fft_convolve, pitch_shift, time_stretch
+from tests.audio_signals import music, noise, rms_db, tone
+
+SR = 16000
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_gain_changes_rms_by_the_drawn_db() -> None:
+    x = noise(4, 2000, seed=1)
+    aug = Gain(GainConfig(-9.0, 9.0))
+    db = aug.draw(x, gen(4))
+    torch.testing.assert_close(rms_db(aug.augment(x, db)) - rms_db(x), db.double(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        rms_db(Gain(GainConfig(6.0, 6.0))(x)) - rms_db(x),
+        torch.full((4,), 6.0, dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize("color", ["white", "pink", "brown"])
+def test_noise_reaches_the_target_snr(color: str) -> None:
+    x = music(3, 4000, SR, seed=2)
+    aug = AddNoise(NoiseConfig((0.0, 30.0), color))
+    snr, n = aug.draw(x, gen(5))
+    y = aug.augment(x, (snr, n))
+    achieved = rms_db(x) - rms_db(y - x)
+    assert (achieved - snr.double()).abs().max() < 0.5
+    assert torch.equal(AddNoise()(torch.zeros(2, 100), gen(0)), torch.zeros(2, 100))  # silence stays silent
+
+
+@pytest.mark.parametrize(("color", "octave_ratio"), [("white", 2.0), ("pink", 1.0), ("brown", 0.5)])
+def test_noise_colour_sets_the_power_per_octave(color: str, octave_ratio: float) -> None:
+    x = tone(500, SR, SR, batch=4)
+    added = AddNoise(NoiseConfig((0.0, 0.0), color))(x, gen(0)) - x
+    power = torch.fft.rfft(added).abs().square().sum(0)  # 1 Hz bins
+    ratio = power[4000:8000].sum() / power[2000:4000].sum()  # one octave up
+    assert abs(float(ratio) - octave_ratio) < 0.15 * octave_ratio
+
+
+def test_eq_peak_gain_at_the_centre_and_tilt_per_octave() -> None:
+    x = tone(1000, SR, SR, batch=1)
+    peak = Eq(
+        EqConfig(
+            SR, peak_db=(7.5, 7.5), peak_hz=(1000.0, 1000.0), q=(1.0, 1.0), tilt_db_per_octave=(0.0, 0.0)
+        )
+    )
+    assert abs(float(rms_db(peak(x)) - rms_db(x)) - 7.5) < 0.01
+    far = tone(6000, SR, SR)
+    assert abs(float(rms_db(peak(far)) - rms_db(far))) < 0.5  # a bell, not a shelf
+    tilt = Eq(EqConfig(SR, peak_db=(0.0, 0.0), tilt_db_per_octave=(3.0, 3.0)))
+    assert (
+        abs(float(rms_db(tilt(tone(4000, SR, SR)))) - float(rms_db(tone(4000, SR, SR))) - 6.0) < 0.01
+    )  # 2 octaves above 1 kHz
+    with pytest.raises(ValueError, match="peak_hz"):
+        Eq(EqConfig(SR, peak_hz=(100.0, 9000.0)))
+
+
+@pytest.mark.parametrize("semitones", [2.0, -1.5])
+def test_pitch_shift_module_applies_the_drawn_shift(semitones: float) -> None:
+    x = tone(1000, SR, SR, batch=2)
+    module = PitchShift(PitchShiftConfig((semitones, semitones)))
+    torch.testing.assert_close(module(x, gen(0)), pitch_shift(x, semitones))
+
+
+@pytest.mark.parametrize("rate", [0.9, 1.07])
+def test_time_stretch_module_keeps_the_length(rate: float) -> None:
+    x = tone(1000, SR, SR, batch=2)
+    y = time_stretch(x, rate)
+    fixed = TimeStretch(TimeStretchConfig((rate, rate)))(x, gen(0))
+    assert fixed.shape == x.shape
+    n = min(SR, y.shape[-1])
+    torch.testing.assert_close(fixed[:, :n], y[:, :n])
+    assert torch.equal(fixed[:, n:], torch.zeros_like(fixed[:, n:]))  # a shorter stretch is zero-padded
+
+
+def test_ir_convolution_identity_and_wet_mix() -> None:
+    x = music(2, 4000, SR, seed=3)
+    unit = torch.zeros(64)
+    unit[0] = 1.0
+    torch.testing.assert_close(ConvolveIR(unit)(x, gen(0)), x, atol=1e-6, rtol=0)
+    delayed = torch.zeros(64)
+    delayed[10] = 1.0
+    aug = ConvolveIR(torch.stack([unit, delayed]), wet=(0.0, 1.0))
+    params = aug.draw(x, gen(6))
+    ir = torch.stack([unit, delayed])[params[:, 0].long()]
+    wet = params[:, 1:2]
+    torch.testing.assert_close(
+        aug.augment(x, params), (1 - wet) * x + wet * fft_convolve(x, ir), atol=1e-6, rtol=0
+    )
+    with pytest.raises(ValueError, match="irs must be a non-empty float tensor"):
+        ConvolveIR(torch.zeros(2, 0))
+
+
+def _augmentations() -> dict[str, nn.Module]:
+    return {
+        "gain": Gain(),
+        "eq": Eq(EqConfig(SR)),
+        "noise": AddNoise(),
+        "stretch": TimeStretch(),
+        "pitch": PitchShift(),
+        "ir": ConvolveIR(torch.randn(3, 200) * torch.exp(-torch.arange(200) / 40.0), wet=(0.2, 0.8)),
+        "random_apply": RandomApply(Gain(), 0.5),
+        "compose": Compose(Gain(), AddNoise()),
+    }
+
+
+@pytest.mark.parametrize("name", list(_augmentations()))
+def test_same_seed_same_output_different_seed_different(name: str) -> None:
+    aug = _augmentations()[name]
+    x = music(4, 8000, SR, seed=4)
+    a, b, c = aug(x, gen(10)), aug(x, gen(10)), aug(x, gen(11))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == x.shape
+
+
+def test_random_apply_and_compose() -> None:
+    x = noise(64, 100, seed=0)
+    gain = Gain(GainConfig(6.0, 6.0))
+    assert torch.equal(RandomApply(gain, 0.0)(x, gen(0)), x)
+    torch.testing.assert_close(RandomApply(gain, 1.0)(x, gen(0)), gain(x))
+    half = RandomApply(gain, 0.5)(x, gen(0))
+    changed = (half != x).any(-1).float().mean()
+    assert 0.2 < changed < 0.8
+    pipeline = Compose(Gain(), AddNoise())
+    g1, g2 = gen(3), gen(3)
+    torch.testing.assert_close(pipeline(x, g1), AddNoise()(Gain()(x, g2), g2))
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        RandomApply(gain, 1.5)
+
+
+def test_wave_augmentations_reject_non_batches() -> None:
+    with pytest.raises(
+        ValueError, match=r"expected a float waveform batch \[B, N\], got torch.float32 \[100\]"
+    ):
+        Gain()(torch.zeros(100))
+    with pytest.raises(
+        ValueError, match=r"expected a float waveform batch \[B, N\], got torch.int64 \[2, 100\]"
+    ):
+        AddNoise()(torch.zeros(2, 100, dtype=torch.long))
+
+
+def test_build_wave_augment_from_config_and_collate_wiring() -> None:
+    aug = build_wave_augment(
+        {"gain": {"min_db": -12.0, "max_db": -12.0}, "eq": {"p": 0.0}}, sample_rate=16000
+    )
+    rows = [{"audio": np.full(8000, 0.5, dtype=np.float32), "sample_rate": 16000, "label": 1}]
+    plain = CropCollate(16000, 1.0, train=True, seed=0, min_context_seconds=0.25)(rows)
+    augmented = CropCollate(16000, 1.0, train=True, seed=0, min_context_seconds=0.25, augment=aug)(rows)
+    gain = 10 ** (-12 / 20)
+    assert torch.allclose(augmented["waveform"], plain["waveform"] * gain, atol=1e-6)
+    assert (
+        torch.equal(augmented["mask"], plain["mask"])
+        and (augmented["waveform"][~augmented["mask"]] == 0).all()
+    )
+    evaluation = CropCollate(16000, 0.25, train=False, augment=aug)(rows)
+    assert torch.allclose(evaluation["waveform"], torch.full((1, 4000), 0.5))  # evaluation is never augmented
+    with pytest.raises(ValueError, match="unknown waveform augmentation 'reverb'; known: gain, eq, noise"):
+        build_wave_augment({"reverb": {}}, sample_rate=16000)
+    with pytest.raises(ValueError, match="augmentation 'gain'.*unexpected keyword argument 'db'"):
+        build_wave_augment({"gain": {"db": 3}}, sample_rate=16000)
