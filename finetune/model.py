@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, get_pretrained_cfg, list_backbones, load_backbone
 from backbones.checkpoints import CheckpointMismatchError, load_strict
-from heads import Head, build_head, head_config_class
+from heads import Head, Task, build_head, head_config_class
 
 from .lora import (
     LoraSettings,
@@ -181,6 +181,11 @@ class AudioModel(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.backbone.sample_rate
+
+    @property
+    def task(self) -> Task:
+        """What the outputs mean (the head's task): output field, targets, metrics (:mod:`heads.tasks`)."""
+        return self.head.task
 
     def set_freeze(self, freeze: str) -> None:
         """Change which backbone parameters train (see the class docstring); the head always trains."""
