@@ -28,10 +28,11 @@ from .config import DataConfig, RecipeConfig, to_dict
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
 from .embeddings import cache_embeddings, collate_embeddings
+from .evaluation import predict
 from .model import AudioModel, build_model
 from .optim import param_groups
 from .plots import plot_confusion_matrix, plot_loss_curves, plot_ratings, plot_reliability
-from .train import predict, train
+from .train import train
 
 __all__ = ["TaskData", "DATASETS", "register_dataset", "run_recipe"]
 

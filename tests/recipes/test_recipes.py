@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from finetune.config import ConfigError, RecipeConfig, load_config
 from finetune.data.collate import CropCollate
+from finetune.evaluation import predict
 from finetune.model import AudioModel
 from finetune.recipe import DATASETS
-from finetune.train import predict
 from heads.metrics import classification_metrics, rating_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
