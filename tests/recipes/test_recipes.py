@@ -164,3 +164,32 @@ def test_script_rejects_other_tasks_and_typos(capsys: pytest.CaptureFixture[str]
         _script("piano").main(
             ["--config", str(CONFIGS / "piano_synthetic_cnn14_lora.yaml"), "train.lerning_rate=1"]
         )
+
+
+@pytest.mark.parametrize(
+    ("head", "head_config", "served"),
+    [("linear", "{multi_label: true}", "multi_label"), ("rating", "{}", "rating")],
+)
+@pytest.mark.usefixtures("one_thread")
+def test_a_head_for_another_task_is_refused(tmp_path: Path, head: str, head_config: str, served: str) -> None:
+    from finetune.recipe import run_recipe
+
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=cnn14.tiny",
+            f"model.head={head}",
+            f"model.head_config={head_config}",
+            "data.n_per_class=3",
+            "data.clip_seconds=1.0",
+            f"train.output_dir={tmp_path}",
+            "train.progress=false",
+        ],
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"the '{head}' head serves the {served} task but data set 'synthetic_genres' is a single_label "
+        r"task; choose a head for single_label",
+    ):
+        run_recipe(cfg)
+    assert not (tmp_path / "checkpoints").exists()
