@@ -112,6 +112,8 @@ def test_model_section_builds_on_the_tiny_variant(path: Path) -> None:
         backbone_overrides=cfg.model.backbone_overrides or None,
         **cfg.model.head_config,
     )
+    assert model.task is {"genre": SINGLE_LABEL, "piano": RATING}[cfg.task]  # the data set's task
+    model.task.check_metric(cfg.train.best_metric)  # raises on a metric the task does not have
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
     trainable = {id(p) for g in groups for p in g["params"]}
     backbone_trainable = [n for n, p in model.backbone.named_parameters() if id(p) in trainable]
