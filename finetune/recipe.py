@@ -240,6 +240,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
             f"the {cfg.model.head!r} head serves the {task.name} task but data set {cfg.data.name!r} is a "
             f"{data.task.name} task; choose a head for {data.task.name} (model.head, model.head_config)"
         )
+    task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
     window = _window_seconds(cfg, model)
     augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
     train_collate = CropCollate(

@@ -193,3 +193,32 @@ def test_a_head_for_another_task_is_refused(tmp_path: Path, head: str, head_conf
     ):
         run_recipe(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_typo_in_best_metric_fails_before_embeddings_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finetune.recipe as recipe
+
+    def no_caching(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("embeddings were cached before best_metric was checked")
+
+    monkeypatch.setattr(recipe, "cache_embeddings", no_caching)
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=cnn14.tiny",
+            "model.freeze=backbone",
+            "data.cache_embeddings=true",
+            "data.n_per_class=3",
+            "data.clip_seconds=1.0",
+            "train.best_metric=acuracy",
+            f"train.output_dir={tmp_path}",
+            "train.progress=false",
+        ],
+    )
+    with pytest.raises(
+        ValueError, match=r"'acuracy' is not a single_label metric \(did you mean 'accuracy'\?\)"
+    ):
+        recipe.run_recipe(cfg)
