@@ -24,7 +24,8 @@ __all__ = ["EmbeddingDataset", "cache_embeddings", "collate_embeddings"]
 
 
 class EmbeddingDataset(Dataset):
-    """One item per clip: ``embeddings`` ``[k, D]`` (its k crops) and the clip's ``labels`` or ``ratings``."""
+    """One item per clip: ``embeddings`` ``[k, D]`` (its k crops) and the clip's targets under the task's
+    ``target_key`` (``labels`` or ``ratings``)."""
 
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
@@ -49,6 +50,7 @@ def cache_embeddings(
 
     Raises:
         ValueError: the backbone is not frozen, or the collate draws random (training) crops.
+        KeyError: the batches lack the targets of the model's task (``model.task.target_key``).
     """
     if any(p.requires_grad for p in model.backbone.parameters()):
         raise ValueError(
@@ -58,14 +60,19 @@ def cache_embeddings(
         raise ValueError(
             "cached embeddings need deterministic crops: pass an evaluation collate (train=False)"
         )
+    key = model.task.target_key
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.backbone.training
     model.backbone.eval()
     items: list[dict[str, Any]] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in tqdm(loader, desc="caching embeddings", unit="batch", disable=not progress):
+        if key not in batch:
+            raise KeyError(
+                f"the batches have no {key!r}, where the {model.task.name} task keeps its targets; "
+                f"got keys {sorted(batch)}"
+            )
         pooled = model.backbone(batch["waveform"].to(device)).pooled.float().cpu()
-        key = "labels" if "labels" in batch else "ratings"
         for clip in range(len(batch["ids"])):
             rows = batch["clip_index"] == clip
             items.append({"embeddings": pooled[rows].clone(), key: batch[key][rows][0].clone()})
@@ -74,11 +81,15 @@ def cache_embeddings(
 
 
 def collate_embeddings(items: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
-    """Batch :class:`EmbeddingDataset` items: every crop is a row; ``clip_index`` maps rows to clips."""
-    key = "labels" if "labels" in items[0] else "ratings"
-    counts = [len(item["embeddings"]) for item in items]
-    return {
-        "embeddings": torch.cat([item["embeddings"] for item in items]),
-        key: torch.stack([item[key] for item, n in zip(items, counts) for _ in range(n)]),
-        "clip_index": torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts)),
-    }
+    """Batch :class:`EmbeddingDataset` items: every crop is a row, each with its clip's targets (every key but
+    ``embeddings``); ``clip_index`` maps rows to clips.
+
+    Shapes:
+        -> embeddings [M, D], targets [M, ...], clip_index [M] for M crops in all.
+    """
+    counts = torch.tensor([len(item["embeddings"]) for item in items])
+    batch = {"embeddings": torch.cat([item["embeddings"] for item in items])}
+    for key in [k for k in items[0] if k != "embeddings"]:
+        batch[key] = torch.stack([item[key] for item in items]).repeat_interleave(counts, dim=0)
+    batch["clip_index"] = torch.repeat_interleave(torch.arange(len(items)), counts)
+    return batch

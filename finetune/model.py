@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, load_backbone
-from heads import Head, build_head, head_config_class
+from heads import Head, Task, build_head, head_config_class
 
 from . import serialization
 from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
@@ -139,6 +139,11 @@ class AudioModel(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.backbone.sample_rate
+
+    @property
+    def task(self) -> Task:
+        """What the outputs mean (the head's task): output field, targets, metrics (:mod:`heads.tasks`)."""
+        return self.head.task
 
     def set_freeze(self, freeze: str) -> None:
         """Change which backbone parameters train (see the class docstring); the head always trains."""

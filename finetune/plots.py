@@ -1,15 +1,41 @@
 """Plots people would rather look at than read: loss curves, confusion matrices, reliability diagrams,
-per-dimension rating scatter and R2/correlation bars. Each function writes one PNG and returns its path."""
+per-class average precision, per-dimension rating scatter and R2/correlation bars. Each ``plot_*`` function
+writes one PNG and returns its path.
+
+:func:`plot_evaluation` draws what suits a task's evaluation, through a registry keyed by task name
+(:func:`register_task_plots`): ``single_label`` -> confusion matrix and reliability diagram; ``multi_label`` ->
+per-class average precision and a reliability diagram over all (clip, class) pairs; ``rating`` -> the ratings
+figure.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["plot_loss_curves", "plot_confusion_matrix", "plot_reliability", "plot_ratings"]
+from heads.tasks import Task, get_task
+
+__all__ = [
+    "TASK_PLOTS",
+    "plot_average_precision",
+    "plot_confusion_matrix",
+    "plot_evaluation",
+    "plot_loss_curves",
+    "plot_multilabel_reliability",
+    "plot_ratings",
+    "plot_reliability",
+    "register_task_plots",
+]
+
+# (task, predictions [N, C], targets, metrics, names, out_dir) -> the PNGs written
+TaskPlots = Callable[[Task, np.ndarray, np.ndarray, Mapping[str, Any], Sequence[str], Path], list[Path]]
+_TASK_PLOTS: dict[str, TaskPlots] = {}
+TASK_PLOTS: Mapping[str, TaskPlots] = MappingProxyType(_TASK_PLOTS)
 
 
 def _pyplot():  # noqa: ANN202  (matplotlib's module type)
@@ -21,8 +47,11 @@ def _pyplot():  # noqa: ANN202  (matplotlib's module type)
     return plt
 
 
-def plot_loss_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Training loss per step and, where present, evaluation loss and main metric."""
+def plot_loss_curves(
+    history: Sequence[Mapping[str, Any]], path: str | Path, metric: str | None = None
+) -> Path:
+    """Training loss per step and, where present, evaluation loss and the evaluation ``metric`` (e.g. the
+    selection metric; on a second axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -35,8 +64,8 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> 
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    metric_key = next((k for k in ("eval/accuracy", "eval/mean_r") if any(k in h for h in history)), None)
-    if metric_key:
+    metric_key = f"eval/{metric}"
+    if metric not in (None, "loss") and any(metric_key in h for h in history):
         ax2 = ax.twinx()
         pts = [(h["step"], h[metric_key]) for h in history if metric_key in h]
         ax2.plot(*zip(*pts), "s--", color="tab:green", label=metric_key)
@@ -74,19 +103,66 @@ def plot_confusion_matrix(
 
 
 def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_bins: int = 10) -> Path:
-    """Reliability diagram: accuracy against confidence per bin, with the diagonal of perfect calibration."""
-    plt = _pyplot()
-    conf = probs.max(axis=1)
+    """Reliability diagram of single-label predictions: accuracy against top-class confidence per bin, with the
+    diagonal of perfect calibration.
+
+    Shapes:
+        probs: [N, C]; labels: [N] integer classes.
+    """
     correct = probs.argmax(axis=1) == labels
+    return _reliability(probs.max(axis=1), correct, path, n_bins, "confidence", "accuracy")
+
+
+def plot_multilabel_reliability(
+    probs: np.ndarray, targets: np.ndarray, path: str | Path, n_bins: int = 10
+) -> Path:
+    """Reliability diagram of multi-label predictions over all (clip, class) pairs: the fraction of pairs where
+    the tag is present against the predicted probability, per bin.
+
+    Shapes:
+        probs, targets: [N, C] (targets binarised at 0.5, as the multi-label metrics do).
+    """
+    present = np.asarray(targets, dtype=np.float64).ravel() >= 0.5
+    return _reliability(
+        np.asarray(probs).ravel(), present, path, n_bins, "predicted probability", "fraction present"
+    )
+
+
+def _reliability(
+    confidence: np.ndarray, outcome: np.ndarray, path: str | Path, n_bins: int, xlabel: str, ylabel: str
+) -> Path:
+    plt = _pyplot()
     edges = np.linspace(0, 1, n_bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    acc = [correct[idx == b].mean() if (idx == b).any() else np.nan for b in range(n_bins)]
+    idx = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rate = [outcome[idx == b].mean() if (idx == b).any() else np.nan for b in range(n_bins)]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.bar(edges[:-1], acc, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+    ax.bar(edges[:-1], rate, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label=ylabel)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
+    return _save(fig, path)
+
+
+def plot_average_precision(
+    per_class_ap: Mapping[str, float | None], path: str | Path, chance: Sequence[float] | None = None
+) -> Path:
+    """Average precision per class as bars (a class without positives has none), the mean as a line, and
+    each class's chance level (its positive rate, the AP of random scores) as a tick when given."""
+    plt = _pyplot()
+    names = list(per_class_ap)
+    ap = np.array([np.nan if v is None else v for v in per_class_ap.values()], dtype=np.float64)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * len(names), 4))
+    ax.bar(x, np.nan_to_num(ap), 0.7, label="average precision")
+    if not np.isnan(ap).all():
+        ax.axhline(float(np.nanmean(ap)), color="tab:red", lw=1, label=f"mAP {np.nanmean(ap):.3f}")
+    if chance is not None:
+        ax.plot(x, chance, "_", color="k", ms=12, mew=2, label="chance (positive rate)")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(x, [n[:18] for n in names], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("average precision")
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -121,6 +197,98 @@ def plot_ratings(
     ax.set_xticks(x, [n[:18] for n in dimension_names], rotation=60, ha="right", fontsize=6)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def register_task_plots(task_name: str) -> Callable[[TaskPlots], TaskPlots]:
+    """Register ``plots(task, predictions, targets, metrics, names, out_dir) -> [paths]`` for a task name."""
+
+    def decorator(fn: TaskPlots) -> TaskPlots:
+        if task_name in _TASK_PLOTS:
+            raise ValueError(f"plots for task {task_name!r} are registered twice")
+        _TASK_PLOTS[task_name] = fn
+        return fn
+
+    return decorator
+
+
+def plot_evaluation(
+    task: Task | str,
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    metrics: Mapping[str, Any],
+    names: Sequence[str],
+    out_dir: str | Path,
+) -> list[Path]:
+    """The plots that suit ``task`` (see the module docstring), from per-clip ``predictions`` against
+    ``targets`` and the ``metrics`` that ``task.metrics`` computed from them; returns the PNGs written.
+
+    Shapes:
+        predictions: [N, C]; targets: [N] (single-label) or [N, C].
+
+    Raises:
+        KeyError: no plots are registered for the task.
+    """
+    task = get_task(task)
+    if task.name not in _TASK_PLOTS:
+        raise KeyError(
+            f"no plots are registered for the {task.name!r} task (registered: {', '.join(sorted(_TASK_PLOTS))}); "
+            "add them with finetune.plots.register_task_plots"
+        )
+    return _TASK_PLOTS[task.name](task, predictions, targets, metrics, names, Path(out_dir))
+
+
+def _probabilities(task: Task, predictions: np.ndarray) -> np.ndarray:
+    return task.probabilities(torch.as_tensor(predictions, dtype=torch.float64)).numpy()
+
+
+@register_task_plots("single_label")
+def _single_label_plots(
+    task: Task,
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    metrics: Mapping[str, Any],
+    names: Sequence[str],
+    out_dir: Path,
+) -> list[Path]:
+    labels = np.asarray(targets)
+    if labels.ndim == 2:  # soft (mixed) targets count as their most likely class, as the task scores them
+        labels = labels.argmax(axis=1)
+    return [
+        plot_confusion_matrix(metrics["confusion_matrix"], names, out_dir / "confusion_matrix.png"),
+        plot_reliability(
+            _probabilities(task, predictions), labels.astype(np.int64), out_dir / "reliability.png"
+        ),
+    ]
+
+
+@register_task_plots("multi_label")
+def _multi_label_plots(
+    task: Task,
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    metrics: Mapping[str, Any],
+    names: Sequence[str],
+    out_dir: Path,
+) -> list[Path]:
+    present = np.asarray(targets, dtype=np.float64) >= 0.5
+    return [
+        plot_average_precision(
+            metrics["per_class_ap"], out_dir / "average_precision.png", present.mean(axis=0)
+        ),
+        plot_multilabel_reliability(_probabilities(task, predictions), targets, out_dir / "reliability.png"),
+    ]
+
+
+@register_task_plots("rating")
+def _rating_plots(
+    task: Task,
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    metrics: Mapping[str, Any],
+    names: Sequence[str],
+    out_dir: Path,
+) -> list[Path]:
+    return [plot_ratings(predictions, targets, names, metrics["per_dimension"], out_dir / "ratings.png")]
 
 
 def _save(fig: Any, path: str | Path) -> Path:

@@ -22,16 +22,17 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader
 
 from backbones import get_pretrained_cfg
-from heads.metrics import classification_metrics, rating_metrics
+from heads.tasks import RATING, SINGLE_LABEL, Task
 
 from .config import DataConfig, RecipeConfig, to_dict
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
 from .embeddings import cache_embeddings, collate_embeddings
+from .evaluation import predict
 from .model import AudioModel, build_model
 from .optim import param_groups
-from .plots import plot_confusion_matrix, plot_loss_curves, plot_ratings, plot_reliability
-from .train import predict, train
+from .plots import plot_evaluation, plot_loss_curves
+from .train import train
 
 __all__ = ["TaskData", "DATASETS", "register_dataset", "run_recipe"]
 
@@ -40,10 +41,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskData:
-    """A loaded data set: ``train``/``validation``/``test`` splits, the task, and the output names."""
+    """A loaded data set: ``train``/``validation``/``test`` splits, its task (:mod:`heads.tasks`), and the
+    output names (classes or rating dimensions)."""
 
     splits: DatasetDict
-    task: str  # "classification" or "rating"
+    task: Task
     names: tuple[str, ...]
 
 
@@ -68,7 +70,7 @@ def _synthetic_genres(cfg: DataConfig, sample_rate: int) -> TaskData:
     from .data.synthetic import synthetic_genres_splits
 
     splits = synthetic_genres_splits(cfg.n_per_class, cfg.clip_seconds, sample_rate, cfg.seed)
-    return TaskData(splits, "classification", tuple(splits["train"].features["label"].names))
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
 
 
 @register_dataset("synthetic_piano")
@@ -90,7 +92,7 @@ def _synthetic_piano(cfg: DataConfig, sample_rate: int) -> TaskData:
         validation=ds.select(idx[[p in val_p for p in performers]]),
         test=ds.select(idx[[p in test_p for p in performers]]),
     )
-    return TaskData(splits, "rating", tuple(PERCEPIANO_DIMENSIONS))
+    return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))
 
 
 def _required(value: str | None, key: str, name: str, what: str) -> Path:
@@ -135,7 +137,7 @@ def _gtzan(cfg: DataConfig, sample_rate: int) -> TaskData:
         "sample_rate": sample_rate,
     }
     splits = _with_validation(_load(load_gtzan, defaults, cfg), "gtzan")
-    return TaskData(splits, "classification", tuple(splits["train"].features["label"].names))
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
 
 
 # The official mean-rating file of PercePiano, looked for in data.root when data.labels is not given.
@@ -162,7 +164,7 @@ def _percepiano(cfg: DataConfig, sample_rate: int) -> TaskData:
         "sample_rate": sample_rate,
     }
     splits = _load(load_percepiano, defaults, cfg)
-    return TaskData(splits, "rating", tuple(PERCEPIANO_DIMENSIONS))
+    return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))
 
 
 @register_dataset("folder")
@@ -171,7 +173,7 @@ def _folder(cfg: DataConfig, sample_rate: int) -> TaskData:
 
     root = _required(cfg.root, "data.root", "folder", "the folder of class folders")
     splits = _load(load_audio_folder, {"root": root, "seed": cfg.seed, "sample_rate": sample_rate}, cfg)
-    return TaskData(splits, "classification", tuple(splits["train"].features["label"].names))
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
 
 
 @register_dataset("manifest")
@@ -193,8 +195,8 @@ def _manifest(cfg: DataConfig, sample_rate: int) -> TaskData:
             "data.options.label_column=null (ratings) or leave out data.options.rating_columns (labels)"
         )
     if "label" in features:
-        return TaskData(splits, "classification", tuple(features["label"].names))
-    return TaskData(splits, "rating", tuple(cfg.options["rating_columns"]))
+        return TaskData(splits, SINGLE_LABEL, tuple(features["label"].names))
+    return TaskData(splits, RATING, tuple(cfg.options["rating_columns"]))
 
 
 def _window_seconds(cfg: RecipeConfig, model: AudioModel) -> float:
@@ -232,6 +234,13 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         backbone_overrides=cfg.model.backbone_overrides or None,
         **head_config,
     )
+    task = model.task
+    if task is not data.task:
+        raise ValueError(
+            f"the {cfg.model.head!r} head serves the {task.name} task but data set {cfg.data.name!r} is a "
+            f"{data.task.name} task; choose a head for {data.task.name} (model.head, model.head_config)"
+        )
+    task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
     window = _window_seconds(cfg, model)
     augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
     train_collate = CropCollate(
@@ -269,7 +278,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         cfg.train,
         train_collate,
         eval_collate,
-        class_names=data.names if data.task == "classification" else None,
+        class_names=data.names,
         param_groups=groups,
         accelerator=accelerator,
     )
@@ -284,25 +293,17 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
             collate_fn=eval_collate,
         )
     )
-    preds, targets, loss = predict(unwrapped, test_loader, accelerator)
+    test = predict(unwrapped, test_loader, accelerator, task)
     names = list(data.names)
-    if data.task == "classification":
-        metrics = classification_metrics(preds, targets.astype(np.int64), names)
-    else:
-        metrics = rating_metrics(preds, targets, names)
-    metrics.update(loss=loss, best_step=result.best_step, steps=result.step, split="test")
+    metrics = test.metrics(task, names)
+    metrics.update(best_step=result.best_step, steps=result.step, split="test")
     if accelerator.is_main_process:
         unwrapped.save_pretrained(out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_loss_curves(result.history, out / "loss.png")
-        if data.task == "classification":
-            plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")
-            probs = np.exp(preds - preds.max(1, keepdims=True))
-            plot_reliability(
-                probs / probs.sum(1, keepdims=True), targets.astype(np.int64), out / "reliability.png"
-            )
-        else:
-            plot_ratings(preds, targets, names, metrics["per_dimension"], out / "ratings.png")
+        plot_loss_curves(
+            result.history, out / "loss.png", metric=cfg.train.best_metric or task.default_metric
+        )
+        plot_evaluation(task, test.predictions, test.targets, metrics, names, out)
     return metrics
 
 

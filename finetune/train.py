@@ -1,12 +1,14 @@
 """The training loop: one loop on ``accelerate`` for CPU, one GPU, many GPUs (DDP/FSDP) and many nodes.
 
-It trains any module whose ``forward(**batch_inputs)`` returns an object with ``.loss`` and ``.logits`` (single-
-label classification) or ``.ratings`` (multi-output regression), such as :class:`finetune.model.AudioModel`.
+It trains any module whose ``forward(**batch_inputs)`` returns an object with ``.loss`` and the field its task
+names (``.logits`` or ``.ratings``), such as :class:`finetune.model.AudioModel`. The task (:mod:`heads.tasks`,
+``model.task`` or ``task=``) says where a batch keeps the targets, which metric selects the best checkpoint by
+default and which way that metric improves; evaluation is :func:`finetune.evaluation.evaluate`.
 
-Checkpoints hold the accelerate state (model, optimizer, scheduler, grad scaler, every RNG) plus the loop's own
-position; they are written to a temporary directory and renamed into place, so a crash never leaves a
-half-written checkpoint. Resuming restores all of it and skips the batches already consumed in the current
-epoch, so an interrupted run reproduces the uninterrupted run's losses step for step.
+Checkpoints (:mod:`finetune.checkpointing`) hold the accelerate state (model, optimizer, scheduler, grad scaler,
+every RNG) plus the loop's own position; they are written to a temporary directory and renamed into place, so a
+crash never leaves a half-written checkpoint. Resuming restores all of it and skips the batches already consumed
+in the current epoch, so an interrupted run reproduces the uninterrupted run's losses step for step.
 
 Random data augmentation must not draw from a generator whose state runs ahead of the step (the data loader
 prefetches a batch, so a collate's RNG state at checkpoint time belongs to the next step). A collate with
@@ -19,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,21 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from heads.metrics import classification_metrics, rating_metrics
+from heads.tasks import Task
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate", "predict"]
+from .checkpointing import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from .evaluation import evaluate, model_inputs, resolve_task
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train"]
 
 logger = logging.getLogger(__name__)
-
-_STATE_FILE = "trainer_state.json"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -97,84 +97,6 @@ class TrainResult:
     output_dir: str = ""
 
 
-def _default_metric(task: str) -> str:
-    return "mean_r" if task == "rating" else "accuracy"
-
-
-def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's inputs from a collated batch: ``waveform``, ``features`` or ``embeddings``, and the targets as ``labels``
-    (a batch carries class ``labels`` or ``ratings``)."""
-    inputs = {k: batch[k] for k in ("waveform", "features", "embeddings") if k in batch}
-    if len(inputs) != 1:
-        raise KeyError(f"a batch needs one of 'waveform', 'features', 'embeddings'; got keys {sorted(batch)}")
-    target = batch["labels"] if "labels" in batch else batch.get("ratings")
-    if target is not None:
-        inputs["labels"] = target
-    return inputs
-
-
-def _per_clip(values: Tensor, clip_index: Tensor | None) -> Tensor:
-    """Average the rows of ``values`` that are crops of one clip (crops of a clip share a batch)."""
-    if clip_index is None:
-        return values
-    n = int(clip_index.max()) + 1
-    sums = values.new_zeros((n, *values.shape[1:])).index_add_(0, clip_index, values)
-    counts = torch.bincount(clip_index, minlength=n).clamp_min(1).to(values.dtype)
-    return sums / counts.view(-1, *([1] * (values.dim() - 1)))
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, loader: DataLoader, accelerator: Accelerator | None = None
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-clip predictions (logits or ratings), targets and mean loss of ``model`` over ``loader``.
-
-    The crops of one clip (``clip_index`` in the batch) are averaged; results are gathered across processes.
-    """
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    was_training = model.training
-    model.eval()
-    preds, targets, losses = [], [], []
-    for batch in loader:
-        inputs = _model_inputs(batch)
-        out = model(**inputs)
-        is_rating = getattr(out, "ratings", None) is not None
-        pred = (out.ratings if is_rating else out.logits).float()
-        target = inputs["labels"]
-        clip_index = batch.get("clip_index")
-        pred = _per_clip(pred, clip_index)
-        target = _per_clip(target.float(), clip_index).to(target.dtype)
-        pred, target = accelerator.gather_for_metrics((pred, target))
-        if out.loss is not None:
-            losses.append(float(out.loss))
-        preds.append(pred.cpu().numpy())
-        targets.append(target.cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(preds), np.concatenate(targets), float(np.mean(losses)) if losses else float("nan")
-
-
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    accelerator: Accelerator | None = None,
-    class_names: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """The task's metrics of ``model`` over ``loader`` (see :func:`predict`): ``loss`` plus
-    :func:`classification_metrics` or :func:`rating_metrics`."""
-    p, t, loss = predict(model, loader, accelerator)
-    if p.ndim == 2 and t.ndim == 2:
-        metrics = rating_metrics(p, t)
-    else:
-        metrics = classification_metrics(p, t.astype(np.int64), class_names)
-    metrics["loss"] = loss
-    return metrics
-
-
-def _latest_checkpoint(ckpt_root: Path) -> Path | None:
-    done = [p for p in ckpt_root.glob("step_*") if (p / _STATE_FILE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("_")[1])) if done else None
-
-
 def train(
     model: nn.Module,
     train_dataset: Dataset,
@@ -185,23 +107,37 @@ def train(
     class_names: Sequence[str] | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     accelerator: Accelerator | None = None,
+    task: Task | str | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``config.max_steps`` optimizer steps, evaluating and checkpointing as configured.
 
     Args:
-        model: returns an output with ``.loss`` and ``.logits``/``.ratings`` from ``model(**inputs)``.
+        model: returns an output with ``.loss`` and the task's output field from ``model(**inputs)``.
         train_dataset / eval_dataset: map-style data sets whose items ``train_collate``/``eval_collate`` batch
-            into dicts of model inputs (``waveform``, ``labels``, ...) and optionally ``clip_index``.
+            into dicts of model inputs (``waveform``, ``features`` or ``embeddings``), the targets under the
+            task's ``target_key`` and optionally ``clip_index``.
+        class_names: names of the classes or rating dimensions, for the evaluation metrics.
         param_groups: optimizer groups (e.g. :func:`finetune.optim.param_groups` with layer-wise LR decay);
             default: AdamW over trainable parameters with no weight decay on biases and norms.
         accelerator: an existing :class:`accelerate.Accelerator`; by default one is made from the config.
+        task: what the model's outputs mean; default ``model.task``. ``config.best_metric`` (default: the
+            task's ``default_metric``) must be one of its metrics, checked before anything runs.
 
     Returns:
         :class:`TrainResult`. Writes ``metrics.jsonl``, ``checkpoints/step_N`` and ``best/`` under
         ``config.output_dir``.
+
+    Raises:
+        TypeError: the task is unknown (see :func:`finetune.evaluation.resolve_task`).
+        ValueError: ``config.best_metric`` is not a metric of the task (the message suggests close names), or
+            the run directory's checkpoints selected on another metric.
+        TrainingDivergedError: the loss became NaN or Inf.
     """
     from transformers import get_cosine_schedule_with_warmup
 
+    task = resolve_task(model, task, accelerator)
+    metric = config.best_metric or task.default_metric
+    task.check_metric(metric)
     out_dir = Path(config.output_dir)
     ckpt_root = out_dir / "checkpoints"
     accelerator = accelerator or Accelerator(
@@ -253,12 +189,17 @@ def train(
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
 
-    state: dict[str, Any] = {"step": 0, "best": None, "best_step": None, "bad_evals": 0, "history": []}
-    latest = _latest_checkpoint(ckpt_root) if config.resume else None
+    state = TrainerState(metric=metric)
+    latest = latest_checkpoint(ckpt_root) if config.resume else None
     if latest is not None:
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / _STATE_FILE).read_text())
-        logger.info("resumed from %s at step %d", latest, state["step"])
+        state = load_checkpoint(accelerator, latest)
+        if state.metric not in (None, metric):
+            raise ValueError(
+                f"{latest} selected its best model on {state.metric!r}, this run on {metric!r}; set "
+                f"best_metric={state.metric!r}, or use a new output_dir or resume=false"
+            )
+        state.metric = metric
+        logger.info("resumed from %s at step %d", latest, state.step)
 
     batches_per_epoch = len(train_loader) // config.grad_accum_steps * config.grad_accum_steps
     metrics_path = out_dir / "metrics.jsonl"
@@ -266,13 +207,13 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
         total=config.max_steps,
-        initial=state["step"],
+        initial=state.step,
         desc="train",
         unit="step",
         disable=not (config.progress and accelerator.is_local_main_process),
     )
     model.train()
-    step, final_metrics, stopped_early = state["step"], {}, False
+    step, final_metrics, stopped_early = state.step, {}, False
     t_last, clips_since = time.perf_counter(), 0
     while step < config.max_steps and not stopped_early:
         consumed = step * config.grad_accum_steps
@@ -284,14 +225,14 @@ def train(
         for i, batch in enumerate(loader):
             if skip + i >= batches_per_epoch:
                 break
-            inputs = _model_inputs(batch)
-            if step == state["step"] and i == 0:
+            inputs = model_inputs(batch, task)
+            if step == state.step and i == 0:
                 _warn_wasted_work(accelerator.unwrap_model(model), inputs)
             with accelerator.accumulate(model):
                 out = model(**inputs)
                 loss = out.loss
                 if not torch.isfinite(loss.detach()):
-                    last = _latest_checkpoint(ckpt_root)
+                    last = latest_checkpoint(ckpt_root)
                     raise TrainingDivergedError(
                         f"loss is {float(loss.detach())} at step {step + 1}; stopping. The last good checkpoint is "
                         f"{last or 'none (no checkpoint was written yet)'}; lower the learning rate or enable "
@@ -321,13 +262,15 @@ def train(
                 bar.set_postfix(loss=f"{loss_value:.4f}", clips_s=f"{record['clips_per_s']:.1f}")
                 _log(accelerator, metrics_path, record, state)
             if eval_loader is not None and (step % config.eval_every == 0 or step == config.max_steps):
-                final_metrics = evaluate(model, eval_loader, accelerator, class_names)
-                stopped_early = _after_eval(accelerator, model, config, state, step, final_metrics, out_dir)
+                final_metrics = evaluate(model, eval_loader, accelerator, class_names, task)
+                stopped_early = _after_eval(
+                    accelerator, model, config, task, metric, state, step, final_metrics
+                )
                 _log(accelerator, metrics_path, {"step": step, **_flat_eval(final_metrics)}, state)
                 model.train()
             if step % config.save_every == 0 or step == config.max_steps or stopped_early:
-                state["step"] = step
-                _save_checkpoint(accelerator, ckpt_root, state, config.keep_checkpoints)
+                state.step = step
+                save_checkpoint(accelerator, ckpt_root, state, config.keep_checkpoints)
             if step >= config.max_steps or stopped_early:
                 break
     bar.close()
@@ -335,10 +278,10 @@ def train(
         tracker.finish()  # caller still needs (e.g. to evaluate on the test set across processes)
     return TrainResult(
         step=step,
-        best_metric=state["best"],
-        best_step=state["best_step"],
+        best_metric=state.best,
+        best_step=state.best_step,
         final_metrics=final_metrics,
-        history=state["history"],
+        history=state.history,
         stopped_early=stopped_early,
         output_dir=str(out_dir),
     )
@@ -370,8 +313,8 @@ def _flat_eval(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def _log(accelerator: Accelerator, path: Path, record: dict[str, Any], state: dict[str, Any]) -> None:
-    state["history"].append(record)
+def _log(accelerator: Accelerator, path: Path, record: dict[str, Any], state: TrainerState) -> None:
+    state.history.append(record)
     if accelerator.is_main_process:
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -382,54 +325,22 @@ def _after_eval(
     accelerator: Accelerator,
     model: nn.Module,
     config: TrainConfig,
-    state: dict[str, Any],
+    task: Task,
+    metric: str,
+    state: TrainerState,
     step: int,
     metrics: Mapping[str, Any],
-    out_dir: Path,
 ) -> bool:
-    """Track the best metric, save the best model, and say whether to stop early."""
-    name = config.best_metric or _default_metric("rating" if "mean_r" in metrics else "classification")
-    if name not in metrics:
-        raise KeyError(f"best_metric {name!r} is not among the eval metrics {sorted(metrics)}")
-    value, lower_is_better = float(metrics[name]), name in ("loss", "mse", "ece")
-    improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
-    if improved:
-        state.update(best=value, best_step=step, bad_evals=0)
+    """Track the selection ``metric``, save the best model, and say whether to stop early."""
+    value = float(metrics[metric])
+    if task.is_better(metric, value, state.best):
+        state.best, state.best_step, state.bad_evals = value, step, 0
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             if hasattr(unwrapped, "save_pretrained"):
-                unwrapped.save_pretrained(out_dir / "best")
+                unwrapped.save_pretrained(Path(config.output_dir) / "best")
         return False
-    state["bad_evals"] += 1
+    state.bad_evals += 1
     patience = config.early_stopping_patience
-    return patience is not None and state["bad_evals"] >= patience
-
-
-def _save_checkpoint(accelerator: Accelerator, root: Path, state: dict[str, Any], keep: int) -> None:
-    """Write ``root/step_N`` atomically (temporary directory, then rename) and prune old checkpoints."""
-    final = root / f"step_{state['step']}"
-    tmp = root / f".tmp_step_{state['step']}"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / _STATE_FILE).write_text(json.dumps(state, default=_json_default))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        done = sorted((p for p in root.glob("step_*")), key=lambda p: int(p.name.split("_")[1]))
-        for old in done[: max(0, len(done) - keep)]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
+    return patience is not None and state.bad_evals >= patience

@@ -18,6 +18,7 @@ decorated with :func:`register_task`.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
@@ -90,8 +91,14 @@ class Task:
             )
 
     def is_better(self, metric: str, value: float, best: float | None) -> bool:
-        """Whether ``value`` of ``metric`` improves on ``best`` (None: nothing yet, so it does)."""
-        if best is None:
+        """Whether ``value`` of ``metric`` improves on ``best`` (None: nothing yet, so it does).
+
+        An undefined (NaN) value never improves, and any defined value improves on an undefined best, so one
+        evaluation where a metric is undefined (e.g. ROC-AUC without negatives) cannot freeze the selection.
+        """
+        if math.isnan(value):
+            return False
+        if best is None or math.isnan(best):
             return True
         return value < best if metric in self.lower_is_better or metric == "loss" else value > best
 

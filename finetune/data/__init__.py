@@ -4,7 +4,7 @@
 """
 
 from .audio import AudioLoadError, load_audio, validate_waveform
-from .collate import AudioBatch, CropCollate, average_crops
+from .collate import AudioBatch, CropCollate
 from .fma import load_fma
 from .folder import load_audio_folder, load_manifest
 from .gtzan import GTZAN_GENRES, load_gtzan
@@ -21,7 +21,6 @@ __all__ = [
     "GTZAN_GENRES",
     "Resampler",
     "StreamingResampler",
-    "average_crops",
     "load_audio",
     "load_audio_folder",
     "load_fma",

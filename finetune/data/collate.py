@@ -11,7 +11,7 @@ least one window into the clip, so windows are full; a smaller ``min_context_sec
 start-of-stream windows (audio at the right, zero padding on the left). Evaluation is deterministic: the
 centre window when ``crops_per_clip == 1``, else ``crops_per_clip`` evenly spaced windows from the first to
 the last; clips no longer than the window give one crop. ``clip_index`` maps every crop to its clip so that
-:func:`average_crops` can pool a clip's predictions.
+:func:`finetune.evaluation.average_crops` can pool a clip's predictions.
 
 Too-short clips (shorter than the window): ``short="pad"`` (default) zero-pads them on the left (the audio is
 right-aligned, as a stream's first seconds are) with ``mask`` False there, and the batch reports how many it
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from finetune.data.resample import resample
 
-__all__ = ["AudioBatch", "CropCollate", "average_crops"]
+__all__ = ["AudioBatch", "CropCollate"]
 
 log = logging.getLogger(__name__)
 
@@ -235,30 +235,3 @@ class CropCollate:
         self._calls += 1
         state = np.random.SeedSequence([self.seed, self._epoch, batch]).generate_state(1, dtype=np.uint64)[0]
         return torch.Generator().manual_seed(int(state))
-
-
-def average_crops(values: Tensor, clip_index: Tensor, num_clips: int | None = None) -> Tensor:
-    """Mean of each clip's crops (e.g. logits or probabilities of evaluation windows).
-
-    Args:
-        values: Per-crop values.
-        clip_index: The clip of each crop (``AudioBatch["clip_index"]``).
-        num_clips: Number of clips; default ``clip_index.max() + 1``.
-
-    Shapes:
-        values ``[M, ...]``, clip_index ``[M]`` -> ``[num_clips, ...]``.
-
-    Raises:
-        ValueError: If a clip has no crop or the lengths differ.
-    """
-    if values.shape[0] != clip_index.shape[0]:
-        raise ValueError(f"{values.shape[0]} values but {clip_index.shape[0]} clip indices")
-    num_clips = int(clip_index.max()) + 1 if num_clips is None else num_clips
-    idx = clip_index.to(values.device)
-    counts = torch.zeros(num_clips, device=values.device).index_add_(
-        0, idx, torch.ones_like(idx, dtype=torch.float32)
-    )
-    if bool((counts == 0).any()):
-        raise ValueError(f"clips {torch.nonzero(counts == 0).flatten().tolist()} have no crops")
-    sums = values.new_zeros(num_clips, *values.shape[1:]).index_add_(0, idx, values)
-    return sums / counts.reshape(-1, *([1] * (values.ndim - 1))).to(values.dtype)

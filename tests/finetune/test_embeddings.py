@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 from finetune.config import load_config
 from finetune.data import CropCollate, synthetic_genres
 from finetune.embeddings import cache_embeddings, collate_embeddings
+from finetune.evaluation import predict
 from finetune.model import AudioModel, build_model
 from finetune.recipe import DATASETS, run_recipe
-from finetune.train import predict
 
 
 @pytest.fixture(scope="module")

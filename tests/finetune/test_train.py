@@ -1,4 +1,5 @@
-"""The accelerate training loop: exact resume, divergence handling, checkpoints, early stopping, metrics."""
+"""The accelerate training loop: exact resume, divergence handling, checkpoints, early stopping, metrics, and
+the task deciding targets, metrics and the selection metric (multi-label end to end)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from finetune.checkpointing import read_state
 from finetune.train import TrainConfig, TrainingDivergedError, train
+from heads.tasks import SINGLE_LABEL
 
 
 @dataclass
@@ -22,6 +25,8 @@ class _Out:
 
 class _TinyNet(nn.Module):
     """Waveform classifier with dropout, so that resuming must restore the RNG too."""
+
+    task = SINGLE_LABEL
 
     def __init__(self, n_classes: int = 3, scale: float = 1.0) -> None:
         super().__init__()
@@ -125,8 +130,9 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     _run(tmp_path, 9, save_every=2, keep_checkpoints=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step_8", "step_9"]
-    state = json.loads((tmp_path / "checkpoints" / "step_9" / "trainer_state.json").read_text())
-    assert state["step"] == 9
+    state = read_state(tmp_path / "checkpoints" / "step_9" / "trainer_state.json")
+    assert state.step == 9 and [h["step"] for h in state.history if "loss" in h] == list(range(1, 10))
+    assert state.best_step == 9 and state.best == state.history[-1]["eval/accuracy"]
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == list(range(1, 10))
     assert not any(p.name.startswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
@@ -183,6 +189,38 @@ def test_early_stopping(tmp_path):
     )
     res = train(_TinyNet(), _Tones(24, 0), _Tones(8, 1), cfg, _CropCollate(), _CropCollate(length=1600))
     assert res.stopped_early and res.step == 3 and res.best_step == 1
+
+
+def test_unknown_best_metric_fails_before_anything_runs(tmp_path):
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"), max_steps=2, batch_size=4, best_metric="acuracy", progress=False
+    )
+    # a collated batch would raise "simulated crash": the metric must be refused before the first batch
+    with pytest.raises(
+        ValueError, match=r"'acuracy' is not a single_label metric \(did you mean 'accuracy'\?\)"
+    ):
+        train(_TinyNet(), _Tones(24, 0), _Tones(8, 1), cfg, _CrashingCollate(crash_at=1))
+    assert not (tmp_path / "run").exists()
+
+
+def test_task_comes_from_the_argument_when_the_model_has_none(tmp_path):
+    class NoTask(_TinyNet):
+        task = None
+
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=1, batch_size=4, eval_every=1, progress=False)
+    with pytest.raises(TypeError, match=r"cannot tell the task of a NoTask: pass task="):
+        train(NoTask(), _Tones(24, 0), _Tones(8, 1), cfg, _CropCollate())
+    res = train(NoTask(), _Tones(24, 0), _Tones(8, 1), cfg, _CropCollate(), task="single_label")
+    assert set(res.final_metrics) >= {"accuracy", "macro_f1", "ece", "nll", "loss"}
+    assert res.best_metric == res.final_metrics["accuracy"] and res.best_step == 1
+
+
+def test_resume_refuses_a_run_that_selected_on_another_metric(tmp_path):
+    _run(tmp_path, 2, save_every=2)
+    state = read_state(tmp_path / "checkpoints" / "step_2" / "trainer_state.json")
+    assert (state.step, state.metric, state.best_step) == (2, "accuracy", 2)
+    with pytest.raises(ValueError, match=r"step_2 selected its best model on 'accuracy', this run on 'loss'"):
+        _run(tmp_path, 4, best_metric="loss")
 
 
 def test_config_rejects_bad_values():
@@ -262,3 +300,75 @@ def test_bf16_mixed_precision_runs_the_forward_in_bf16(tmp_path, fresh_accelerat
     res = train(Spy(), _Tones(24, 0), None, cfg, _CropCollate())
     assert seen and all(d == torch.bfloat16 for d in seen)
     assert len(_losses(res)) == 3 and all(math.isfinite(v) for _, v in _losses(res))
+
+
+_TAG_FREQS = (440.0, 1250.0, 3300.0)  # tag k is present iff a sine at _TAG_FREQS[k] is in the clip
+
+
+class _Tags(Dataset):
+    """Half-second clips at 32 kHz: each tag is present with probability 0.4, as its sine (random phase), in
+    light noise; the tags are decidable from the audio."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.tags = (torch.rand(n, len(_TAG_FREQS), generator=g) < 0.4).float()
+        t = torch.arange(16000) / 32000
+        phase = torch.rand(n, len(_TAG_FREQS), 1, generator=g) * 2 * torch.pi
+        tones = torch.sin(2 * torch.pi * torch.tensor(_TAG_FREQS)[:, None] * t + phase)
+        self.x = 0.3 * (self.tags[:, :, None] * tones).sum(1) + 0.05 * torch.randn(n, 16000, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.tags[i]
+
+
+def _collate_tags(items: list) -> dict:
+    return {"waveform": torch.stack([x for x, _ in items]), "labels": torch.stack([y for _, y in items])}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_multi_label_model_is_scored_and_selected_on_map(tmp_path):
+    from finetune.evaluation import evaluate
+    from finetune.model import AudioModel, build_model
+
+    names = ("low", "mid", "high")
+    torch.manual_seed(0)
+    model = build_model(
+        "cnn14.tiny",
+        head="mlp",
+        num_outputs=3,
+        multi_label=True,
+        hidden_sizes=(32,),
+        dropout=0.0,
+        labels=names,
+    ).train()
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        max_steps=40,
+        batch_size=8,
+        lr=3e-3,
+        eval_every=10,
+        save_every=40,
+        warmup_ratio=0.0,
+        progress=False,
+    )
+    val = _Tags(32, 1)
+    res = train(model, _Tags(48, 0), val, cfg, _collate_tags, class_names=names)
+
+    metrics = res.final_metrics
+    assert "mean_r" not in metrics and "accuracy" not in metrics  # not scored as ratings or single labels
+    assert set(metrics) >= {"map", "roc_auc", "micro_f1", "macro_f1", "per_class_ap", "loss"}
+    assert list(metrics["per_class_ap"]) == list(names)
+    chance_map = float(val.tags.mean(0).mean())  # AP of random scores = the class's positive rate
+    assert metrics["map"] > chance_map + 0.3 and metrics["roc_auc"] > 0.5 + 0.25
+    evals = [(h["step"], h["eval/map"]) for h in res.history if "eval/map" in h]
+    assert [s for s, _ in evals] == [10, 20, 30, 40]
+    best_step, best_map = max(evals, key=lambda e: e[1])
+    assert (res.best_step, res.best_metric) == (best_step, best_map)
+    assert read_state(tmp_path / "checkpoints" / "step_40" / "trainer_state.json").metric == "map"
+    # the saved best model is the one that scored best_map
+    best = AudioModel.from_pretrained(tmp_path / "best")
+    loader = torch.utils.data.DataLoader(val, batch_size=16, collate_fn=_collate_tags)
+    assert evaluate(best, loader)["map"] == pytest.approx(best_map, abs=1e-6)

@@ -47,6 +47,13 @@ def test_metric_directions_and_unknown_metrics() -> None:
         RATING.check_metric("accuracy")
 
 
+def test_an_undefined_metric_value_never_wins_the_selection() -> None:
+    nan = float("nan")
+    assert not MULTI_LABEL.is_better("roc_auc", nan, None)  # no best yet, but nothing to select on either
+    assert not MULTI_LABEL.is_better("roc_auc", nan, 0.6) and not SINGLE_LABEL.is_better("ece", nan, 0.2)
+    assert MULTI_LABEL.is_better("roc_auc", 0.1, nan) and SINGLE_LABEL.is_better("ece", 0.9, nan)
+
+
 def test_multilabel_metrics_match_sklearn_and_skip_undefined_classes() -> None:
     rng = np.random.default_rng(0)
     truth = (rng.random((40, 4)) < 0.4).astype(np.float32)

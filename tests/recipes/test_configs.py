@@ -17,7 +17,7 @@ from finetune.config import ConfigError, RecipeConfig, load_config
 from finetune.model import build_model
 from finetune.optim import param_groups
 from finetune.recipe import DATASETS, TaskData
-from heads import GTZAN_GENRES, PERCEPIANO_DIMENSIONS, list_heads
+from heads import GTZAN_GENRES, PERCEPIANO_DIMENSIONS, RATING, SINGLE_LABEL, list_heads
 from tests.audio_signals import noise
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
@@ -112,6 +112,8 @@ def test_model_section_builds_on_the_tiny_variant(path: Path) -> None:
         backbone_overrides=cfg.model.backbone_overrides or None,
         **cfg.model.head_config,
     )
+    assert model.task is {"genre": SINGLE_LABEL, "piano": RATING}[cfg.task]  # the data set's task
+    model.task.check_metric(cfg.train.best_metric)  # raises on a metric the task does not have
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
     trainable = {id(p) for g in groups for p in g["params"]}
     backbone_trainable = [n for n, p in model.backbone.named_parameters() if id(p) in trainable]
@@ -172,7 +174,7 @@ def test_gtzan_builder(tmp_path: Path) -> None:
         (lists / name).write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in GTZAN_GENRES for i in idx))
     cfg = load_config(CONFIG_DIR / "genre_passt_lora.yaml", [f"data.root={root}", f"data.splits_dir={lists}"])
     data = DATASETS["gtzan"](cfg.data, 32000)
-    assert (data.task, data.names) == ("classification", tuple(GTZAN_GENRES))
+    assert (data.task, data.names) == (SINGLE_LABEL, tuple(GTZAN_GENRES))
     assert _sizes(data) == {"train": 20, "validation": 10, "test": 10}
     row = data.splits["test"][0]
     assert row["sampling_rate"] == 32000  # decoded at the backbone's rate
@@ -203,7 +205,7 @@ def test_percepiano_builder(tmp_path: Path) -> None:
     (root / "label_2round_mean_reg_19_with0_rm_highstd0.json").write_text(json.dumps(labels))
     cfg = load_config(CONFIG_DIR / "piano_cnn14_lora_performer.yaml", [f"data.root={root}"])
     data = DATASETS["percepiano"](cfg.data, 32000)
-    assert (data.task, data.names) == ("rating", tuple(PERCEPIANO_DIMENSIONS))
+    assert (data.task, data.names) == (RATING, tuple(PERCEPIANO_DIMENSIONS))
     assert sum(_sizes(data).values()) == 24 and min(_sizes(data).values()) > 0
     players = {k: set(v.with_format(None)["player"]) for k, v in data.splits.items()}
     assert not (players["train"] & players["validation"] or players["train"] & players["test"])
@@ -218,7 +220,7 @@ def test_folder_and_manifest_builders(tmp_path: Path) -> None:
             _wav(tmp_path / "tree" / cls / f"{cls}{i}.wav", 0.2, seed=10 * k + i)
     cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path / 'tree'}"])
     data = DATASETS["folder"](cfg.data, SR)
-    assert (data.task, data.names) == ("classification", ("bells", "drums", "voice"))
+    assert (data.task, data.names) == (SINGLE_LABEL, ("bells", "drums", "voice"))
     assert sum(_sizes(data).values()) == 30 and min(_sizes(data).values()) >= 3
 
     rows = [f"tree/{c}/{c}{i}.wav,{c},{i / 10},{1 - i / 10}" for c in ("bells", "drums") for i in range(10)]
@@ -232,7 +234,7 @@ def test_folder_and_manifest_builders(tmp_path: Path) -> None:
         ],
     )
     data = DATASETS["manifest"](ratings.data, SR)
-    assert (data.task, data.names) == ("rating", ("bright", "warm"))
+    assert (data.task, data.names) == (RATING, ("bright", "warm"))
     row = data.splits["train"][0]
     assert math.isclose(float(row["ratings"][0]) + float(row["ratings"][1]), 1.0, abs_tol=1e-6)
     labels = load_config(None, ["data.name=manifest", f"data.labels={tmp_path / 'm.csv'}"])

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from finetune.config import ConfigError, RecipeConfig, load_config
 from finetune.data.collate import CropCollate
+from finetune.evaluation import predict
 from finetune.model import AudioModel
 from finetune.recipe import DATASETS
-from finetune.train import predict
 from heads.metrics import classification_metrics, rating_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +164,61 @@ def test_script_rejects_other_tasks_and_typos(capsys: pytest.CaptureFixture[str]
         _script("piano").main(
             ["--config", str(CONFIGS / "piano_synthetic_cnn14_lora.yaml"), "train.lerning_rate=1"]
         )
+
+
+@pytest.mark.parametrize(
+    ("head", "head_config", "served"),
+    [("linear", "{multi_label: true}", "multi_label"), ("rating", "{}", "rating")],
+)
+@pytest.mark.usefixtures("one_thread")
+def test_a_head_for_another_task_is_refused(tmp_path: Path, head: str, head_config: str, served: str) -> None:
+    from finetune.recipe import run_recipe
+
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=cnn14.tiny",
+            f"model.head={head}",
+            f"model.head_config={head_config}",
+            "data.n_per_class=3",
+            "data.clip_seconds=1.0",
+            f"train.output_dir={tmp_path}",
+            "train.progress=false",
+        ],
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"the '{head}' head serves the {served} task but data set 'synthetic_genres' is a single_label "
+        r"task; choose a head for single_label",
+    ):
+        run_recipe(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_typo_in_best_metric_fails_before_embeddings_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finetune.recipe as recipe
+
+    def no_caching(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("embeddings were cached before best_metric was checked")
+
+    monkeypatch.setattr(recipe, "cache_embeddings", no_caching)
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=cnn14.tiny",
+            "model.freeze=backbone",
+            "data.cache_embeddings=true",
+            "data.n_per_class=3",
+            "data.clip_seconds=1.0",
+            "train.best_metric=acuracy",
+            f"train.output_dir={tmp_path}",
+            "train.progress=false",
+        ],
+    )
+    with pytest.raises(
+        ValueError, match=r"'acuracy' is not a single_label metric \(did you mean 'accuracy'\?\)"
+    ):
+        recipe.run_recipe(cfg)

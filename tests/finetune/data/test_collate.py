@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.data.collate import CropCollate, average_crops
+from finetune.data.collate import CropCollate
 from finetune.data.resample import resample
 from finetune.data.synthetic import synthetic_genres
 
@@ -132,15 +132,6 @@ def test_bad_rows_and_configs_raise_clear_errors() -> None:
         CropCollate(SR, 1.0, short="drop")
     with pytest.raises(ValueError, match="min_context_seconds must be in"):
         CropCollate(SR, 1.0, min_context_seconds=2.0)
-
-
-def test_average_crops_pools_each_clips_crops() -> None:
-    values = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
-    torch.testing.assert_close(
-        average_crops(values, torch.tensor([0, 0, 1])), torch.tensor([[2.0, 1.0], [5.0, 4.0]])
-    )
-    with pytest.raises(ValueError, match=r"clips \[1\] have no crops"):
-        average_crops(values, torch.tensor([0, 0, 2]))
 
 
 def test_dataloader_over_synthetic_genres() -> None:
