@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from backbones.config import StrictConfig
 from heads.metrics import classification_metrics, rating_metrics
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDivergedError", "train", "evaluate", "predict"]
@@ -50,8 +51,8 @@ class TrainingDivergedError(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """Settings of :func:`train`. Unknown keys are rejected by the dataclass constructor."""
+class TrainConfig(StrictConfig):
+    """Settings of :func:`train`; :meth:`from_dict` checks keys and types (unknown keys, bool for int, ...)."""
 
     output_dir: str = "runs/train"
     max_steps: int = 1000

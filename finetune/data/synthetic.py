@@ -1295,3 +1295,64 @@ def synthetic_piano(
         "id": pa.array([f"piano-{i:04d}" for i in range(n)]),
     }
     return _to_dataset(columns, features)
+
+
+# ==================================================================================== data set registration
+# The recipes' synthetic data sets (``data.name=synthetic_genres`` / ``synthetic_piano``). This block only
+# registers them; it can move as a whole to wherever the synthetic data sets live.
+
+from heads.tasks import RATING, SINGLE_LABEL  # noqa: E402
+
+from .registry import DataConfig, TaskData, register_dataset  # noqa: E402
+
+
+@dataclass
+class SyntheticGenresConfig(DataConfig):
+    """``data.name=synthetic_genres``: :func:`synthetic_genres_splits` of ``clip_seconds`` clips.
+
+    Attributes:
+        n_per_class: clips per style (70/15/15 % train/validation/test per style).
+    """
+
+    name: str = "synthetic_genres"
+    n_per_class: int = 20
+
+
+@register_dataset("synthetic_genres", SyntheticGenresConfig)
+def build_synthetic_genres(config: SyntheticGenresConfig, sample_rate: int) -> TaskData:
+    """The ten synthetic styles, rendered at ``sample_rate``: single-label."""
+    splits = synthetic_genres_splits(config.n_per_class, config.clip_seconds, sample_rate, config.seed)
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
+
+
+@dataclass
+class SyntheticPianoConfig(DataConfig):
+    """``data.name=synthetic_piano``: :func:`synthetic_piano` of ``clip_seconds`` clips.
+
+    Attributes:
+        n_items: performances; validation and test each hold out a sixth of the performers (at least one).
+    """
+
+    name: str = "synthetic_piano"
+    n_items: int = 200
+
+
+@register_dataset("synthetic_piano", SyntheticPianoConfig)
+def build_synthetic_piano(config: SyntheticPianoConfig, sample_rate: int) -> TaskData:
+    """Synthetic piano performances rendered at ``sample_rate``, split by performer: 19 ratings."""
+    ds = synthetic_piano(config.n_items, config.clip_seconds, sample_rate, config.seed)
+    performers = np.asarray(ds["performer"])
+    held_out = np.unique(performers)
+    np.random.default_rng(config.seed).shuffle(held_out)
+    k = max(1, len(held_out) // 6)
+    val_p, test_p = set(held_out[:k].tolist()), set(held_out[k : 2 * k].tolist())
+    idx = np.arange(len(ds))
+    splits = datasets.DatasetDict(
+        train=ds.select(idx[[p not in val_p | test_p for p in performers]]),
+        validation=ds.select(idx[[p in val_p for p in performers]]),
+        test=ds.select(idx[[p in test_p for p in performers]]),
+    )
+    return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))
+
+
+# ================================================================================ end of data set registration

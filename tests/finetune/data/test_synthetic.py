@@ -218,3 +218,30 @@ def test_piano_brightness_follows_hammer_hardness() -> None:
     assert centroid(dataclasses.replace(base, hardness=1.0)) > 1.3 * centroid(
         dataclasses.replace(base, hardness=0.0)
     )
+
+
+# ==================================================================================== data set registration
+
+
+def test_registered_synthetic_data_sets() -> None:
+    """``data.name=synthetic_genres`` / ``synthetic_piano``: clip length and seed are the shared data keys; the
+    piano set's validation and test sets hold out whole performers."""
+    from finetune.data.registry import DATASETS, DataConfig
+    from heads.tasks import RATING, SINGLE_LABEL
+
+    genres_cfg = DataConfig.from_dict({"n_per_class": 3, "clip_seconds": 0.25, "seed": 1}, "data")
+    genres = DATASETS["synthetic_genres"](genres_cfg, SR)
+    assert (genres.task, genres.names) == (SINGLE_LABEL, tuple(GENRES))
+    assert {k: len(v) for k, v in genres.splits.items()} == {"train": 10, "validation": 10, "test": 10}
+    assert genres.splits["test"][0]["audio"].shape == (SR // 4,)
+    ids = set(synthetic_genres_splits(3, 0.25, SR, seed=1)["test"]["id"])
+    assert set(genres.splits["test"]["id"]) == ids
+
+    piano_cfg = DataConfig.from_dict({"name": "synthetic_piano", "n_items": 24, "clip_seconds": 0.25}, "data")
+    piano = DATASETS["synthetic_piano"](piano_cfg, SR)
+    assert (piano.task, piano.names) == (RATING, tuple(PERCEPIANO_DIMENSIONS))
+    performers = {k: set(np.asarray(v["performer"]).tolist()) for k, v in piano.splits.items()}
+    assert sum(len(v) for v in piano.splits.values()) == 24
+    assert len(performers["validation"]) == len(performers["test"]) == 3  # 22 performers // 6
+    assert not (performers["train"] & performers["validation"] or performers["train"] & performers["test"])
+    assert not performers["validation"] & performers["test"]
