@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import numbers
 import types
 import typing
@@ -76,11 +75,6 @@ def _path(where: str, key: object) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and values of the wrong type.
 
@@ -101,14 +95,12 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if unknown:
         named = ", ".join(_path(where, k) + did_you_mean(k, fields) for k in unknown)
         raise ConfigError(f"unknown key(s) {named}; {cls.__name__} takes: {', '.join(sorted(fields))}")
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
-    ]
+    no_default = dataclasses.MISSING
+    required = [n for n, f in fields.items() if f.default is no_default and f.default_factory is no_default]
+    missing = [n for n in required if n not in data]
     if missing:
         raise ConfigError(f"missing required key(s) {', '.join(_path(where, k) for k in missing)}")
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(v, hints[k], _path(where, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
