@@ -19,7 +19,7 @@ from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 
 from backbones.base import Backbone
-from heads.registry import StrictConfig
+from backbones.config import StrictConfig
 
 __all__ = [
     "ADAPTER",

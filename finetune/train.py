@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from backbones.config import StrictConfig
 from heads.tasks import Task
 
 from .checkpointing import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -50,8 +51,8 @@ class TrainingDivergedError(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """Settings of :func:`train`. Unknown keys are rejected by the dataclass constructor."""
+class TrainConfig(StrictConfig):
+    """Settings of :func:`train`; :meth:`from_dict` checks keys and types (unknown keys, bool for int, ...)."""
 
     output_dir: str = "runs/train"
     max_steps: int = 1000

@@ -1,11 +1,12 @@
-"""The head interface, strict config dataclasses and the head registry.
+"""The head interface, the head config base and the head registry.
 
 A head is registered with its config class::
 
     @register_head("linear", LinearConfig)
     class LinearHead(Head): ...
 
-and built from a plain dict (for instance one read back from ``config.json``)::
+and built from a plain dict (for instance one read back from ``config.json``), whose keys and types its
+config class checks (:class:`backbones.config.StrictConfig`, re-exported here)::
 
     head = build_head("linear", in_dim=768, num_outputs=10)
     same = build_head("linear", 768, **head.config.to_dict())
@@ -14,13 +15,13 @@ and built from a plain dict (for instance one read back from ``config.json``)::
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor, nn
 
 from backbones.base import BackboneOutput
+from backbones.config import StrictConfig
 
 from .tasks import Task
 
@@ -33,40 +34,6 @@ __all__ = [
     "list_heads",
     "head_config_class",
 ]
-
-C = TypeVar("C", bound="StrictConfig")
-
-
-@dataclasses.dataclass
-class StrictConfig:
-    """Dataclass base that is built from a dict, rejects unknown keys and serialises back to a JSON-able dict."""
-
-    @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """Build from ``data``; unknown keys raise a TypeError naming every one of them and the valid keys."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            hints = [
-                f"{k!r} (did you mean {m[0]!r}?)"
-                if (m := difflib.get_close_matches(k, known, n=1))
-                else repr(k)
-                for k in unknown
-            ]
-            raise TypeError(
-                f"{cls.__name__} got unknown keys: {', '.join(hints)}. Valid keys: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples become lists) that :meth:`from_dict` accepts back."""
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclasses.dataclass
@@ -197,7 +164,8 @@ def build_head(name: str, in_dim: int, **config: Any) -> Head:
 
     Raises:
         KeyError: unknown head name (lists the known ones).
-        TypeError: a config key the head does not have (lists them all).
+        ConfigError: a config key the head does not have (with a suggestion), a value of the wrong type, or one
+            the config rejects.
     """
     cls, config_cls = _lookup(name)
     return cls(in_dim, config_cls.from_dict(config))

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, Features, Value
 
-from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from heads.tasks import SINGLE_LABEL
 
-__all__ = ["load_fma", "read_tracks"]
+from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from .registry import DataConfig, TaskData, register_dataset, required_path
+
+__all__ = ["FMAConfig", "build_fma", "load_fma", "read_tracks"]
 
 _SUBSETS = ("small", "medium", "large")
 _SPLITS = {"training": "train", "validation": "validation", "test": "test"}
@@ -148,3 +152,56 @@ def load_fma(
         }
     )
     return build_splits(columns, features, splits, report, sample_rate)
+
+
+# ----------------------------------------------------------------------------------------------- registration
+
+
+@dataclass
+class FMAConfig(DataConfig):
+    """``data.name=fma``: the settings of :func:`load_fma`, with the official archives' folder layout.
+
+    Attributes:
+        root: the folder holding ``fma_metadata/`` and ``fma_<subset>/`` as the archives unpack.
+        subset: ``"small"`` (8 genres) or ``"medium"`` (16 genres).
+        metadata_dir: ``fma_metadata`` (or its ``tracks.csv``) elsewhere; None uses ``root/fma_metadata``.
+        audio_dir: the audio folders elsewhere; None uses ``root/fma_<subset>``.
+        on_error, min_duration, full_check: as in :func:`load_fma`.
+    """
+
+    name: str = "fma"
+    root: str | None = None
+    subset: str = "small"
+    metadata_dir: str | None = None
+    audio_dir: str | None = None
+    on_error: OnError = "skip"
+    min_duration: float | None = None
+    full_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.subset not in _SUBSETS[:2]:
+            raise ValueError(f"subset must be 'small' or 'medium', got {self.subset!r}")
+
+
+def _fma_dir(config: FMAConfig, key: str, default: str) -> Path:
+    """``config.<key>``, or ``root/<default>`` when it is not set."""
+    value = getattr(config, key)
+    if value is not None:
+        return Path(value).expanduser()
+    what = f"the folder holding fma_metadata/ and fma_{config.subset}/ (or set data.metadata_dir and data.audio_dir)"
+    return required_path(config, "root", what) / default
+
+
+@register_dataset("fma", FMAConfig)
+def build_fma(config: FMAConfig, sample_rate: int) -> TaskData:
+    """FMA small/medium with its official split, decoded at ``sample_rate``: single-label genres."""
+    splits = load_fma(
+        _fma_dir(config, "metadata_dir", "fma_metadata"),
+        _fma_dir(config, "audio_dir", f"fma_{config.subset}"),
+        subset=config.subset,
+        sample_rate=sample_rate,
+        on_error=config.on_error,
+        min_duration=config.min_duration,
+        full_check=config.full_check,
+    )
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

@@ -1,5 +1,6 @@
-"""Any audio collection: a class-per-folder tree (:func:`load_audio_folder`) or a CSV / JSONL manifest
-(:func:`load_manifest`) with labels, ratings, groups (e.g. artists) and optional predefined splits.
+"""Any audio collection: a class-per-folder tree (:func:`load_audio_folder`, data set ``folder``) or a CSV / JSONL
+manifest (:func:`load_manifest`, data set ``manifest``) with labels, ratings, groups (e.g. artists) and optional
+predefined splits.
 
 Without predefined splits the rows are split by :func:`finetune.data.splits.split_indices`: stratified by label and,
 given a group column, group-disjoint (no artist in two splits). Policies for bad entries are those of
@@ -16,16 +17,28 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
+from heads.tasks import RATING, SINGLE_LABEL
+
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from .registry import DataConfig, TaskData, register_dataset, required_path
 from .splits import check_disjoint, split_indices
 
-__all__ = ["AUDIO_EXTENSIONS", "load_audio_folder", "load_manifest"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FolderConfig",
+    "ManifestConfig",
+    "build_folder",
+    "build_manifest",
+    "load_audio_folder",
+    "load_manifest",
+]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".au", ".aiff", ".aif")
 # folder or column values that name a predefined split
@@ -282,3 +295,103 @@ def _manifest_splits(
     if groups is not None:
         check_disjoint({s: [groups[i] for i in idx] for s, idx in splits.items()}, what=opts["group"])
     return build_splits(columns, Features(spec), splits, report, sample_rate)
+
+
+# ----------------------------------------------------------------------------------------------- registration
+
+
+@dataclass
+class FolderConfig(DataConfig):
+    """``data.name=folder``: the settings of :func:`load_audio_folder` (``seed`` is the shared one).
+
+    Attributes:
+        root: the tree's top folder, one folder per class (optionally under train/validation/test); required.
+        extensions, fractions, on_error, min_duration, full_check: as in :func:`load_audio_folder`.
+    """
+
+    name: str = "folder"
+    root: str | None = None
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    on_error: OnError = "skip"
+    min_duration: float | None = None
+    full_check: bool = False
+
+
+@register_dataset("folder", FolderConfig)
+def build_folder(config: FolderConfig, sample_rate: int) -> TaskData:
+    """A class-per-folder tree decoded at ``sample_rate``: single-label, classes named by their folders."""
+    splits = load_audio_folder(
+        required_path(config, "root", "the folder of class folders"),
+        extensions=config.extensions,
+        fractions=config.fractions,
+        seed=config.seed,
+        sample_rate=sample_rate,
+        on_error=config.on_error,
+        min_duration=config.min_duration,
+        full_check=config.full_check,
+    )
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
+
+
+@dataclass
+class ManifestConfig(DataConfig):
+    """``data.name=manifest``: the settings of :func:`load_manifest` (``seed`` is the shared one).
+
+    A recipe learns one target: class labels (``label_column``) or ratings (``rating_columns`` with
+    ``label_column: null``).
+
+    Attributes:
+        labels: the CSV/TSV/JSONL manifest; required.
+        root: folder that relative audio paths are relative to; None means the manifest's folder.
+        label_column, rating_columns, group_column, path_column, split_column, rating_range, fractions,
+            on_error, min_duration, full_check: as in :func:`load_manifest`.
+    """
+
+    name: str = "manifest"
+    labels: str | None = None
+    root: str | None = None
+    label_column: str | None = "label"
+    rating_columns: tuple[str, ...] | None = None
+    group_column: str | None = None
+    path_column: str = "path"
+    split_column: str | None = None
+    rating_range: tuple[float, float] | None = None
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    on_error: OnError = "skip"
+    min_duration: float | None = None
+    full_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.label_column is not None and self.rating_columns:
+            raise ValueError(
+                "a recipe learns labels or ratings, not both: set label_column=null to learn "
+                f"rating_columns {list(self.rating_columns)}, or leave rating_columns out to learn "
+                f"{self.label_column!r}"
+            )
+        if self.label_column is None and not self.rating_columns:
+            raise ValueError("give label_column or rating_columns: a manifest needs something to learn")
+
+
+@register_dataset("manifest", ManifestConfig)
+def build_manifest(config: ManifestConfig, sample_rate: int) -> TaskData:
+    """A manifest decoded at ``sample_rate``: single-label (``label_column``) or ratings (``rating_columns``)."""
+    splits = load_manifest(
+        required_path(config, "labels", "the CSV/TSV/JSONL manifest"),
+        audio_root=Path(config.root).expanduser() if config.root is not None else None,
+        label_column=config.label_column,
+        rating_columns=config.rating_columns,
+        group_column=config.group_column,
+        path_column=config.path_column,
+        split_column=config.split_column,
+        rating_range=config.rating_range,
+        fractions=config.fractions,
+        seed=config.seed,
+        sample_rate=sample_rate,
+        on_error=config.on_error,
+        min_duration=config.min_duration,
+        full_check=config.full_check,
+    )
+    if config.rating_columns:
+        return TaskData(splits, RATING, tuple(config.rating_columns))
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

@@ -23,17 +23,29 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, Features, Value
 
 from backbones.checkpoints import cache_dir
+from backbones.config import did_you_mean
 from heads.classification import GTZAN_GENRES
+from heads.tasks import SINGLE_LABEL
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from .registry import DataConfig, TaskData, register_dataset, required_path
 from .splits import kfold, split_indices
 
-__all__ = ["GTZAN_GENRES", "fault_filtered_lists", "find_genre_dir", "load_gtzan", "read_split_list"]
+__all__ = [
+    "GTZAN_GENRES",
+    "GTZANConfig",
+    "build_gtzan",
+    "fault_filtered_lists",
+    "find_genre_dir",
+    "load_gtzan",
+    "read_split_list",
+]
 
 SPLITS_URL = "https://raw.githubusercontent.com/coreyker/dnn-mgr/master/gtzan/"
 # split name -> (file name, sha256 of the published file)
@@ -235,3 +247,55 @@ def load_gtzan(
         {"path": Value("string"), "name": Value("string"), "label": ClassLabel(names=list(GTZAN_GENRES))}
     )
     return build_splits(columns, features, splits, report, sample_rate)
+
+
+# ----------------------------------------------------------------------------------------------- registration
+
+
+@dataclass
+class GTZANConfig(DataConfig):
+    """``data.name=gtzan``: the settings of :func:`load_gtzan` (``seed`` is the shared one).
+
+    Attributes:
+        root: the GTZAN folder (required; ``None`` is the configs' placeholder).
+        split, splits_dir, fold_index, n_folds, on_error, fractions, min_duration, full_check: as in
+            :func:`load_gtzan`.
+    """
+
+    name: str = "gtzan"
+    root: str | None = None
+    split: str = "fault_filtered"
+    splits_dir: str | None = None
+    fold_index: int = 0
+    n_folds: int = 10
+    on_error: OnError = "skip"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    min_duration: float | None = None
+    full_check: bool = False
+
+    def __post_init__(self) -> None:
+        if self.split not in _SPLITTERS:
+            raise ValueError(
+                f"split must be one of {', '.join(_SPLITTERS)}, got {self.split!r}"
+                + did_you_mean(self.split, _SPLITTERS)
+            )
+
+
+@register_dataset("gtzan", GTZANConfig)
+def build_gtzan(config: GTZANConfig, sample_rate: int) -> TaskData:
+    """GTZAN decoded at ``sample_rate``: 10 genres, single-label."""
+    root = required_path(config, "root", "the GTZAN folder (genres/ or genres_original/)")
+    splits = load_gtzan(
+        root,
+        split=config.split,
+        splits_dir=config.splits_dir,
+        fold_index=config.fold_index,
+        n_folds=config.n_folds,
+        seed=config.seed,
+        sample_rate=sample_rate,
+        on_error=config.on_error,
+        fractions=config.fractions,
+        min_duration=config.min_duration,
+        full_check=config.full_check,
+    )
+    return TaskData(splits, SINGLE_LABEL, tuple(GTZAN_GENRES))

@@ -29,19 +29,31 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
 
 from backbones.checkpoints import cache_dir
+from backbones.config import did_you_mean
 from heads.rating import PERCEPIANO_DIMENSIONS
+from heads.tasks import RATING
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from .registry import DataConfig, TaskData, register_dataset, required_path
 from .render import render_many
 from .splits import check_disjoint, holdout_kfold
 
-__all__ = ["PERCEPIANO_DIMENSIONS", "load_percepiano", "parse_segment_name", "read_labels"]
+__all__ = [
+    "LABELS_FILE",
+    "PERCEPIANO_DIMENSIONS",
+    "PercePianoConfig",
+    "build_percepiano",
+    "load_percepiano",
+    "parse_segment_name",
+    "read_labels",
+]
 
 _AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 _NAME = re.compile(r"^(?P<piece>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>\d+)$")
@@ -253,3 +265,74 @@ def _columns(rows: list[dict], with_std: bool) -> tuple[dict[str, list], Feature
         spec["ratings_std"] = SequenceFeature(Value("float32"), length=_N)
     columns = {k: [str(r[k]) if k == "path" else r[k] for r in rows] for k in spec}
     return columns, Features(spec)
+
+
+# ----------------------------------------------------------------------------------------------- registration
+
+# The official mean-rating file, looked for in data.root when data.labels is not given.
+LABELS_FILE = "label_2round_mean_reg_19_with0_rm_highstd0.json"
+
+
+@dataclass
+class PercePianoConfig(DataConfig):
+    """``data.name=percepiano``: the settings of :func:`load_percepiano` (``seed`` is the shared one).
+
+    Attributes:
+        root: the folder with the segments' audio and/or MIDI files (MIDI directly or in ``midi/``); required.
+        labels: the mean-rating JSON; None uses ``root/`` + :data:`LABELS_FILE`.
+        audio_dir: audio files; None uses ``root``.
+        midi_dir: MIDI files; None uses ``root/midi`` if it exists, else ``root``.
+        fold, fold_index, n_folds, render_cache, soundfont, std_labels, on_error, min_duration, full_check,
+            render_workers: as in :func:`load_percepiano`.
+    """
+
+    name: str = "percepiano"
+    root: str | None = None
+    labels: str | None = None
+    audio_dir: str | None = None
+    midi_dir: str | None = None
+    fold: str = "performer"
+    fold_index: int = 0
+    n_folds: int = 4
+    render_cache: str | None = None
+    soundfont: str | None = None
+    std_labels: str | None = None
+    on_error: OnError = "skip"
+    min_duration: float | None = None
+    full_check: bool = False
+    render_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.fold not in _FOLD_GROUP:
+            raise ValueError(
+                f"fold must be one of {', '.join(_FOLD_GROUP)}, got {self.fold!r}"
+                + did_you_mean(self.fold, _FOLD_GROUP)
+            )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value is not None else None
+
+
+@register_dataset("percepiano", PercePianoConfig)
+def build_percepiano(config: PercePianoConfig, sample_rate: int) -> TaskData:
+    """PercePiano decoded (or rendered) at ``sample_rate``: 19 rating dimensions."""
+    root = required_path(config, "root", "the folder with the segments' audio and/or MIDI files (or midi/)")
+    splits = load_percepiano(
+        labels=_path(config.labels) or root / LABELS_FILE,
+        midi_dir=_path(config.midi_dir) or (root / "midi" if (root / "midi").is_dir() else root),
+        audio_dir=_path(config.audio_dir) or root,
+        fold=config.fold,
+        fold_index=config.fold_index,
+        n_folds=config.n_folds,
+        seed=config.seed,
+        sample_rate=sample_rate,
+        render_cache=config.render_cache,
+        soundfont=config.soundfont,
+        std_labels=config.std_labels,
+        on_error=config.on_error,
+        min_duration=config.min_duration,
+        full_check=config.full_check,
+        render_workers=config.render_workers,
+    )
+    return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))

@@ -3,12 +3,75 @@ the README promises, with held-out metrics and a timeline covering the whole syn
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from finetune.config import ConfigError
+from finetune.data.gtzan import GTZANConfig
+from finetune.demo import add_arguments, demo_config
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_demo_settings_come_from_the_packaged_yaml() -> None:
+    cfg = demo_config(_args())
+    assert (cfg.task, cfg.model.backbone, cfg.model.checkpoint, cfg.model.head) == (
+        "genre",
+        "cnn14.tiny",
+        None,
+        "linear",
+    )
+    assert cfg.model.num_outputs == 10 and cfg.model.freeze is None and cfg.model.lora is None
+    assert cfg.model.backbone_overrides == {"dropout": 0.0, "embed_dropout": 0.1}
+    assert (cfg.data.name, cfg.data.n_per_class, cfg.data.clip_seconds, cfg.data.crop_seconds) == (
+        "synthetic_genres",
+        40,
+        6.0,
+        4.0,
+    )
+    t = cfg.train
+    assert (t.output_dir, t.max_steps, t.batch_size, t.lr, t.weight_decay, t.warmup_ratio) == (
+        "runs/demo",
+        400,
+        16,
+        0.003,
+        0.0,
+        0.05,
+    )
+    assert (t.eval_every, t.save_every, t.log_every, t.mixed_precision) == (100, 100, 10, "no")
+
+
+def test_demo_command_line_options() -> None:
+    other = demo_config(
+        _args("--backbone", "passt_s.tiny", "--checkpoint", "w.pt", "--steps", "5", "--out", "o")
+    )
+    assert (other.model.backbone, other.model.checkpoint, other.train.max_steps) == (
+        "passt_s.tiny",
+        "w.pt",
+        5,
+    )
+    assert (
+        other.model.backbone_overrides == {} and other.train.output_dir == "o"
+    )  # CNN14's dropout stays behind
+    gtzan = demo_config(_args("--data", "/data/gtzan", "train.lr=1e-4", "data.eval_crops=3"))
+    assert isinstance(gtzan.data, GTZANConfig) and gtzan.data.root == "/data/gtzan"
+    assert (gtzan.data.clip_seconds, gtzan.data.crop_seconds, gtzan.data.eval_crops) == (30.0, None, 3)
+    assert gtzan.train.lr == 1e-4 and gtzan.model.backbone_overrides == {"dropout": 0.0, "embed_dropout": 0.1}
+    with pytest.raises(
+        ConfigError, match=r"^unknown key\(s\) data\.n_per_clas \(did you mean 'n_per_class'\?\)"
+    ):
+        demo_config(_args("data.n_per_clas=3"))
 
 
 def test_demo_writes_metrics_plots_model_and_timeline(tmp_path):

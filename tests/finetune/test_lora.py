@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from backbones import Backbone, build_backbone
+from backbones.config import ConfigError
 from finetune import AudioModel, LoraSettings, build_model
 from finetune.lora import apply_lora, is_lora_parameter, lora_layers
 from tests.audio_signals import music
@@ -190,7 +191,11 @@ def test_lora_settings_and_targets_are_validated() -> None:
     no_defaults.default_lora_targets = ()
     with pytest.raises(ValueError, match=r"passt_s.tiny has no default LoRA targets; pass lora=\{'targets'"):
         apply_lora(no_defaults, LoraSettings())
-    with pytest.raises(TypeError, match="LoraSettings got unknown keys: 'rank'"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown key\(s\) rank; LoraSettings takes: alpha, dropout, r, targets$"
+    ):
         LoraSettings.from_dict({"rank": 8})
+    with pytest.raises(ConfigError, match="^lora.r: expected int, got '8'$"):
+        LoraSettings.from_dict({"r": "8"}, "lora")
     with pytest.raises(ValueError, match="LoRA rank r must be a positive integer, got 0"):
         LoraSettings(r=0)

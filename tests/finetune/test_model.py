@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from backbones.config import ConfigError
 from finetune import build_model
 from heads import GTZAN_GENRES, PERCEPIANO_DIMENSIONS
 from tests.finetune.helpers import base_backbone, music_wave, trainable_names
@@ -65,7 +66,9 @@ def test_labels_set_the_number_of_outputs_and_travel_with_the_model() -> None:
     assert model.head.config.num_outputs == 10 and model.labels == GTZAN_GENRES
     with pytest.raises(ValueError, match="head 'linear' needs num_outputs= \\(or labels=\\)"):
         build_model("passt_s.tiny", head="linear")
-    with pytest.raises(TypeError, match="MLPConfig got unknown keys: 'hidden'"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown key\(s\) hidden \(did you mean 'hidden_sizes'\?\); MLPConfig"
+    ):
         build_model("passt_s.tiny", head="mlp", num_outputs=2, hidden=[3])
     with pytest.raises(ValueError, match="checkpoint and backbone_overrides apply to a backbone name"):
         build_model(base_backbone("passt_s.tiny"), num_outputs=2, checkpoint="x.pt")

@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
+import heads
 import heads.registry as registry
+from backbones.config import ConfigError, StrictConfig
 from heads import build_head, head_config_class, list_heads, register_head
 from heads.classification import ClassificationConfig, LinearHead
 from tests.heads.helpers import random_output
@@ -41,11 +43,23 @@ def test_unknown_head_lists_the_known_ones() -> None:
 
 def test_unknown_config_keys_are_all_named_with_suggestions() -> None:
     with pytest.raises(
-        TypeError,
-        match=r"MLPConfig got unknown keys: 'hiden_sizes' \(did you mean 'hidden_sizes'\?\), "
-        r"'zzz'\. Valid keys: activation, attention_heads",
+        ConfigError,
+        match=r"^unknown key\(s\) hiden_sizes \(did you mean 'hidden_sizes'\?\), zzz; "
+        r"MLPConfig takes: activation, attention_heads",
     ):
         build_head("mlp", 8, num_outputs=2, hiden_sizes=[4], zzz=1)
+
+
+def test_config_values_are_type_checked_with_their_key() -> None:
+    assert heads.StrictConfig is StrictConfig  # one strict-config system, re-exported
+    with pytest.raises(ConfigError, match=r"^hidden_sizes: expected tuple\[int, \.\.\.\], got '64'$"):
+        build_head("mlp", 8, num_outputs=2, hidden_sizes="64")
+    with pytest.raises(ConfigError, match=r"^num_outputs: expected int, got True$"):
+        build_head("linear", 8, num_outputs=True)
+    with pytest.raises(ConfigError, match=r"^missing required key\(s\) num_outputs$"):
+        build_head("linear", 8)
+    with pytest.raises(ConfigError, match=r"^RatingConfig: got 2 loss_weights for 3 dimensions$"):
+        build_head("rating", 8, num_outputs=3, loss_weights=[1, 2])
 
 
 @pytest.mark.parametrize(("name", "config"), ROUND_TRIP_CONFIGS)

@@ -21,6 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from heads.tasks import SINGLE_LABEL
+
+from ..registry import DataConfig, TaskData, register_dataset
 from .storage import _audio_column, _to_dataset
 from .styles import (
     _SCALES,
@@ -400,3 +403,22 @@ def synthetic_radio(
         segments.append(Segment(start / sample_rate, (start + len(clip)) / sample_rate, str(style)))
         start += len(clip)
     return np.concatenate(clips), segments
+
+
+@dataclass
+class SyntheticGenresConfig(DataConfig):
+    """``data.name=synthetic_genres``: :func:`synthetic_genres_splits` of ``clip_seconds`` clips.
+
+    Attributes:
+        n_per_class: clips per style (70/15/15 % train/validation/test per style).
+    """
+
+    name: str = "synthetic_genres"
+    n_per_class: int = 20
+
+
+@register_dataset("synthetic_genres", SyntheticGenresConfig)
+def build_synthetic_genres(config: SyntheticGenresConfig, sample_rate: int) -> TaskData:
+    """The ten synthetic styles, rendered at ``sample_rate``: single-label."""
+    splits = synthetic_genres_splits(config.n_per_class, config.clip_seconds, sample_rate, config.seed)
+    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

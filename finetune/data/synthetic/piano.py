@@ -16,7 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from heads.rating import PERCEPIANO_DIMENSIONS
+from heads.tasks import RATING
 
+from ..registry import DataConfig, TaskData, register_dataset
 from .storage import _audio_column, _to_dataset
 from .styles import _SCALES, _beat_grid, _step_times, _voicing
 from .synth import _VOICES, _band, _check_length, _decay, _noise, _Notes, _overlap_add
@@ -280,3 +282,33 @@ def synthetic_piano(
         "id": pa.array([f"piano-{i:04d}" for i in range(n)]),
     }
     return _to_dataset(columns, features)
+
+
+@dataclass
+class SyntheticPianoConfig(DataConfig):
+    """``data.name=synthetic_piano``: :func:`synthetic_piano` of ``clip_seconds`` clips.
+
+    Attributes:
+        n_items: performances; validation and test each hold out a sixth of the performers (at least one).
+    """
+
+    name: str = "synthetic_piano"
+    n_items: int = 200
+
+
+@register_dataset("synthetic_piano", SyntheticPianoConfig)
+def build_synthetic_piano(config: SyntheticPianoConfig, sample_rate: int) -> TaskData:
+    """Synthetic piano performances rendered at ``sample_rate``, split by performer: 19 ratings."""
+    ds = synthetic_piano(config.n_items, config.clip_seconds, sample_rate, config.seed)
+    performers = np.asarray(ds["performer"])
+    held_out = np.unique(performers)
+    np.random.default_rng(config.seed).shuffle(held_out)
+    k = max(1, len(held_out) // 6)
+    val_p, test_p = set(held_out[:k].tolist()), set(held_out[k : 2 * k].tolist())
+    idx = np.arange(len(ds))
+    splits = datasets.DatasetDict(
+        train=ds.select(idx[[p not in val_p | test_p for p in performers]]),
+        validation=ds.select(idx[[p in val_p for p in performers]]),
+        test=ds.select(idx[[p in test_p for p in performers]]),
+    )
+    return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from finetune.data.fma import audio_path, load_fma, read_tracks
+from finetune.data.fma import FMAConfig, audio_path, load_fma, read_tracks
 from finetune.data.lazy import DataError
+from finetune.data.registry import DATASETS, DataConfig
+from heads.tasks import SINGLE_LABEL
 from tests.audio_signals import noise
 
 SR = 8000
@@ -134,3 +136,28 @@ def test_bad_metadata(tmp_path: Path, fma: tuple[Path, Path]) -> None:
         DataError, match=r"lacks the column\(s\) track.genre_top, set.split, set.subset, artist.id"
     ):
         read_tracks(tmp_path / "cols.csv")
+
+
+def test_registered_builder(fma: tuple[Path, Path]) -> None:
+    """``data.name=fma``: root holds fma_metadata/ and fma_<subset>/ as the archives unpack."""
+    root = fma[0].parent
+    cfg = DataConfig.from_dict({"name": "fma", "root": str(root), "subset": "medium"}, "data")
+    assert isinstance(cfg, FMAConfig)
+    with pytest.warns(UserWarning, match="fma_medium: dropped 5 entries"):
+        data = DATASETS["fma"](cfg, 16000)
+    assert (data.task, data.names) == (SINGLE_LABEL, ("Hip-Hop", "Jazz", "Pop", "Rock"))
+    meta = {k: list(v.with_format(None)["track_id"]) for k, v in data.splits.items()}
+    assert meta == {"train": [2, 3, 1001], "validation": [10], "test": [20]}
+    assert data.splits["validation"][0]["sampling_rate"] == 16000
+    elsewhere = FMAConfig(subset="medium", metadata_dir=str(fma[0] / "tracks.csv"), audio_dir=str(fma[1]))
+    with pytest.warns(UserWarning, match="fma_medium: dropped 5 entries"):
+        assert DATASETS["fma"](elsewhere, 16000).names == data.names  # no root needed
+    with pytest.raises(
+        ValueError, match=r"needs data\.root: the folder holding fma_metadata/ and fma_small/"
+    ):
+        DATASETS["fma"](FMAConfig(), 16000)
+    # subset small reads root/fma_small/, which this tree does not have
+    with pytest.warns(
+        UserWarning, match=r"missing audio file \(6\): 000002 \(\S+/fma_small/000/000002\.mp3\)"
+    ):
+        DATASETS["fma"](FMAConfig(root=str(root)), 16000)

@@ -11,8 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from backbones.config import ConfigError
 from finetune.data.folder import load_audio_folder, load_manifest
 from finetune.data.lazy import DataError, DecodeAudio
+from finetune.data.registry import DATASETS, DataConfig
+from heads.tasks import RATING, SINGLE_LABEL
 from tests.audio_signals import noise, sweep
 
 SR = 8000
@@ -179,3 +182,42 @@ def test_decode_audio_transform_resamples_and_passes_metadata(tmp_path: Path) ->
         batch["label"] == [3] and batch["sampling_rate"] == [16000] and batch["audio"][0].shape == (1, 3200)
     )
     assert DecodeAudio()({"label": [1, 2]}) == {"label": [1, 2]}
+
+
+def _config(**data: object) -> DataConfig:
+    return DataConfig.from_dict(data, "data")
+
+
+def test_registered_folder_builder(tmp_path: Path) -> None:
+    """``data.name=folder``: one class per folder, decoded at the backbone's rate."""
+    _tree(tmp_path / "tree", classes=("bells", "drums", "voice"))
+    data = DATASETS["folder"](_config(name="folder", root=str(tmp_path / "tree")), 16000)
+    assert (data.task, data.names) == (SINGLE_LABEL, ("bells", "drums", "voice"))
+    sizes = {k: len(v) for k, v in data.splits.items()}
+    assert sum(sizes.values()) == 30 and min(sizes.values()) >= 3
+    assert data.splits["test"][0]["sampling_rate"] == 16000
+
+
+def test_registered_manifest_builder_learns_labels_or_ratings(tmp_path: Path) -> None:
+    """``data.name=manifest``: labels by default, ratings with label_column=null; never both."""
+    _tree(tmp_path / "tree", classes=("bells", "drums"))
+    rows = [f"tree/{c}/{c}_{i}.wav,{c},{i / 10},{1 - i / 10}" for c in ("bells", "drums") for i in range(10)]
+    (tmp_path / "m.csv").write_text("path,label,bright,warm\n" + "\n".join(rows) + "\n")
+    manifest = str(tmp_path / "m.csv")
+    ratings = _config(name="manifest", labels=manifest, label_column=None, rating_columns=["bright", "warm"])
+    data = DATASETS["manifest"](ratings, SR)
+    assert (data.task, data.names) == (RATING, ("bright", "warm"))
+    row = data.splits["train"][0]
+    assert abs(float(row["ratings"][0]) + float(row["ratings"][1]) - 1.0) < 1e-6
+    labels = DATASETS["manifest"](_config(name="manifest", labels=manifest), SR)
+    assert (labels.task, labels.names) == (SINGLE_LABEL, ("bells", "drums"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^data: a recipe learns labels or ratings, not both: set label_column=null to learn "
+        r"rating_columns \['warm'\], or leave rating_columns out to learn 'label'$",
+    ):
+        _config(name="manifest", labels=manifest, rating_columns=["warm"])
+    with pytest.raises(ConfigError, match="^data: give label_column or rating_columns"):
+        _config(name="manifest", labels=manifest, label_column=None)
+    with pytest.raises(ValueError, match=r"needs data\.labels: the CSV/TSV/JSONL manifest"):
+        DATASETS["manifest"](_config(name="manifest"), SR)

@@ -11,14 +11,18 @@ import pytest
 import soundfile as sf
 import torch
 
+from backbones.config import ConfigError
 from finetune.data.gtzan import (
     GTZAN_GENRES,
+    GTZANConfig,
     fault_filtered_lists,
     find_genre_dir,
     load_gtzan,
     read_split_list,
 )
 from finetune.data.lazy import DataError
+from finetune.data.registry import DATASETS, DataConfig
+from heads.tasks import SINGLE_LABEL
 from tests.audio_signals import noise
 
 SR = 8000
@@ -170,3 +174,32 @@ def test_split_lists_download_cache_and_offline_error(
     (cached / "test_filtered.txt").write_text("blues/blues.00000.wav\n")  # a damaged cache is fetched again
     with pytest.raises(DataError, match="test_filtered.txt"):
         fault_filtered_lists(None)
+
+
+def _config(**data: object) -> GTZANConfig:
+    cfg = DataConfig.from_dict({"name": "gtzan", **data}, "data")
+    assert isinstance(cfg, GTZANConfig)
+    return cfg
+
+
+def test_registered_builder(tmp_path: Path) -> None:
+    """``data.name=gtzan``: the fault-filtered split decoded at the backbone's rate, seeded k-folds."""
+    root, lists = tmp_path / "gtzan", tmp_path / "lists"
+    _make_tree(root / "genres", tracks=range(4))
+    lists.mkdir()
+    files = {"train_filtered.txt": (0, 1), "valid_filtered.txt": (2,), "test_filtered.txt": (3,)}
+    for name, idx in files.items():
+        (lists / name).write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in GTZAN_GENRES for i in idx))
+    data = DATASETS["gtzan"](_config(root=str(root), splits_dir=str(lists)), 16000)
+    assert (data.task, data.names) == (SINGLE_LABEL, tuple(GTZAN_GENRES))
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 20, "validation": 10, "test": 10}
+    row = data.splits["test"][0]
+    assert row["sampling_rate"] == 16000 and abs(row["audio"].shape[-1] - 2 * N) <= 1  # at the given rate
+    assert _names(data.splits["test"]) == [f"{g}.00003" for g in GTZAN_GENRES]
+
+    with pytest.raises(ValueError, match=r"gave the splits \['test', 'train'\].*missing: validation"):
+        DATASETS["gtzan"](_config(root=str(root), split="kfold", n_folds=4), 16000)
+    with pytest.raises(ValueError, match=r"needs data\.root: the GTZAN folder .*pass data\.root=/path/to"):
+        DATASETS["gtzan"](_config(), 16000)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) data\.n_fold \(did you mean 'n_folds'\?\)"):
+        _config(root=str(root), n_fold=5)

@@ -14,8 +14,16 @@ import pytest
 import soundfile as sf
 
 from finetune.data.lazy import DataError
-from finetune.data.percepiano import PERCEPIANO_DIMENSIONS, load_percepiano, parse_segment_name
+from finetune.data.percepiano import (
+    LABELS_FILE,
+    PERCEPIANO_DIMENSIONS,
+    PercePianoConfig,
+    load_percepiano,
+    parse_segment_name,
+)
+from finetune.data.registry import DATASETS, DataConfig
 from finetune.data.render import PianoRenderer, midi_notes, render_cached, render_many
+from heads.tasks import RATING
 from tests.audio_signals import noise
 
 SR = 16000
@@ -267,3 +275,30 @@ def test_render_many_in_parallel_matches_serial_and_reports_bad_files(tmp_path: 
     assert "could not parse MIDI file" in str(parallel[1])
     for a, b in zip(serial[::2], parallel[::2]):
         assert a.parent.name == "serial" and b.parent.name == "parallel" and a.read_bytes() == b.read_bytes()
+
+
+def test_registered_builder(tmp_path: Path) -> None:
+    """``data.name=percepiano``: audio named like the segments, labels found in data.root under the official
+    file name, player-disjoint folds by default."""
+    root = tmp_path / "percepiano"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    labels = {}
+    for player in range(12):
+        for seg in (1, 2):
+            name = f"Piece{player % 3}_8bars_{player + 1}_{seg}"
+            labels[name] = [*rng.uniform(0.2, 1.0, len(PERCEPIANO_DIMENSIONS)).round(4).tolist(), player]
+            sf.write(root / f"{name}.wav", noise(1, 2000, seed=100 * player + seg)[0].numpy(), 8000)
+    (root / LABELS_FILE).write_text(json.dumps(labels))
+    cfg = DataConfig.from_dict({"name": "percepiano", "root": str(root)}, "data")
+    assert isinstance(cfg, PercePianoConfig) and cfg.fold == "performer"
+    data = DATASETS["percepiano"](cfg, SR)
+    assert (data.task, data.names) == (RATING, tuple(PERCEPIANO_DIMENSIONS))
+    sizes = {k: len(v) for k, v in data.splits.items()}
+    assert sum(sizes.values()) == 24 and min(sizes.values()) > 0
+    players = {k: set(v.with_format(None)["player"]) for k, v in data.splits.items()}
+    assert not (players["train"] & players["validation"] or players["train"] & players["test"])
+    row = data.splits["train"][0]
+    assert np.allclose(row["ratings"], labels[row["name"]][:19], atol=1e-6) and row["sampling_rate"] == SR
+    with pytest.raises(ValueError, match=r"needs data\.root: the folder with the segments' audio"):
+        DATASETS["percepiano"](PercePianoConfig(), SR)

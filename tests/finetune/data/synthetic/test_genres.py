@@ -190,3 +190,17 @@ def test_generation_shows_a_progress_bar_over_clips_unless_asked_not_to(
     make()
     err = capsys.readouterr().err
     assert f"{bar}: 100%" in err and "4/4" in err and "clip" in err
+
+
+def test_registered_synthetic_genres() -> None:
+    """``data.name=synthetic_genres``: clip length and seed are the shared data keys."""
+    from finetune.data.registry import DATASETS, DataConfig
+    from heads.tasks import SINGLE_LABEL
+
+    genres_cfg = DataConfig.from_dict({"n_per_class": 3, "clip_seconds": 0.25, "seed": 1}, "data")
+    genres = DATASETS["synthetic_genres"](genres_cfg, SR)
+    assert (genres.task, genres.names) == (SINGLE_LABEL, tuple(GENRES))
+    assert {k: len(v) for k, v in genres.splits.items()} == {"train": 10, "validation": 10, "test": 10}
+    assert genres.splits["test"][0]["audio"].shape == (SR // 4,)
+    ids = set(synthetic_genres_splits(3, 0.25, SR, seed=1, progress=False)["test"]["id"])
+    assert set(genres.splits["test"]["id"]) == ids

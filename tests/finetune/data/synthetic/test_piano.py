@@ -111,3 +111,19 @@ def test_piano_generation_shows_a_progress_bar_over_clips_unless_asked_not_to(
     synthetic_piano(4, 0.25, SR, seed=1)
     err = capsys.readouterr().err
     assert "synthetic piano: 100%" in err and "4/4" in err and "clip" in err
+
+
+def test_registered_synthetic_piano_holds_out_whole_performers() -> None:
+    """``data.name=synthetic_piano``: validation and test each hold out a sixth of the performers."""
+    from finetune.data.registry import DATASETS, DataConfig
+    from heads import PERCEPIANO_DIMENSIONS
+    from heads.tasks import RATING
+
+    piano_cfg = DataConfig.from_dict({"name": "synthetic_piano", "n_items": 24, "clip_seconds": 0.25}, "data")
+    piano = DATASETS["synthetic_piano"](piano_cfg, SR)
+    assert (piano.task, piano.names) == (RATING, tuple(PERCEPIANO_DIMENSIONS))
+    performers = {k: set(np.asarray(v["performer"]).tolist()) for k, v in piano.splits.items()}
+    assert sum(len(v) for v in piano.splits.values()) == 24
+    assert len(performers["validation"]) == len(performers["test"]) == 3  # 22 performers // 6
+    assert not (performers["train"] & performers["validation"] or performers["train"] & performers["test"])
+    assert not performers["validation"] & performers["test"]
