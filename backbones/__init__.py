@@ -5,9 +5,18 @@
 """
 
 from . import ast, cnn14, passt  # noqa: F401  (import registers the families)
-from .base import Backbone, BackboneOutput, PretrainedCfg, build_backbone, get_pretrained_cfg, list_backbones
-from .checkpoints import CheckpointError, CheckpointMismatchError
+from .base import (
+    Backbone,
+    BackboneOutput,
+    InputTooLongError,
+    NonFiniteInputError,
+    build_backbone,
+    get_pretrained_cfg,
+    list_backbones,
+)
 from .loading import load_backbone
+from .pretrained import PretrainedCfg
+from .state_dict import CheckpointError, CheckpointMismatchError
 
 __all__ = [
     "Backbone",
@@ -15,6 +24,8 @@ __all__ = [
     "PretrainedCfg",
     "CheckpointError",
     "CheckpointMismatchError",
+    "InputTooLongError",
+    "NonFiniteInputError",
     "build_backbone",
     "get_pretrained_cfg",
     "list_backbones",

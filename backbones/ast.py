@@ -2,7 +2,7 @@
 
 The encoder blocks, embeddings' parameters and the AudioSet head are ``transformers`` modules
 (``ASTModel``/``ASTMLPHead``, SDPA attention); this adapter splits their forward pass into
-``frontend -> tokenize -> encode`` and adds what the HF port lacks: inputs of any length (the original
+``frontend -> tokenize -> encode`` and adds what the HF port lacks: other input lengths (the original
 YuanGongND position-embedding rule), structured patchout for training, and loading of both official layouts
 (HF hub files with transformers-4 or -5 names, and the original ``audioset_10_10_0.4593.pth``).
 
@@ -25,10 +25,10 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
 )
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
-from .checkpoints import CheckpointError, load_strict
 from .frontends import KaldiFbank
+from .state_dict import CheckpointError
 
-__all__ = ["ASTBackbone", "AST_AUDIOSET", "AST_TINY"]
+__all__ = ["ASTBackbone", "AST_AUDIOSET", "AST_TINY", "build_ast"]
 
 _KALDI_AUDIOSET: dict[str, Any] = {
     "sample_rate": 16000,
@@ -170,6 +170,13 @@ def _rename(key: str, to_hf5: bool) -> str:
 class ASTBackbone(Backbone):
     """AST adapter. Tokens are the patch-embedding conv output before position embeddings.
 
+    Input length: the front-end pads or crops its frames to ``target_frames`` (1024, 10.24 s, as the original
+    data loader and the HF feature extractor do), and the time positions are those of the stored table, cropped
+    from its centre or interpolated to the token columns of ``target_frames`` frames (the original's
+    ``input_tdim`` rule). Longer input raises :class:`~backbones.base.InputTooLongError` instead of being
+    cropped; building with ``target_frames=N`` (or ``None``: as many frames as the input, up to the table's
+    ``max_length``) changes the length.
+
     ``hidden_states`` holds the output of every transformer block (``num_layers`` tensors, before the final
     LayerNorm, ``[cls, dist, time-major patches]``). In training mode ``patchout=(t, f)`` drops ``t`` random
     time columns and ``f`` random frequency rows of tokens (after position embeddings), as PaSST does.
@@ -200,6 +207,9 @@ class ASTBackbone(Backbone):
         self.patch_size = config.patch_size
         self.grid_freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
         self.grid_time = (config.max_length - config.patch_size) // config.time_stride + 1
+        target = self.frontend.target_frames
+        self.max_frames = target if target is not None else config.max_length
+        self.max_columns = (self.max_frames - config.patch_size) // config.time_stride + 1
         leaves = {name.rsplit(".", 1)[-1] for name, _ in self._blocks()[0].named_modules()}
         self.default_lora_targets = next(t for t in _LORA_TARGETS if set(t) <= leaves)
 
@@ -279,6 +289,9 @@ class ASTBackbone(Backbone):
             )
         emb = self.audio_spectrogram_transformer.embeddings
         batch, num_t = tokens.shape[:2]
+        if num_t > self.max_columns:
+            seconds = num_t * self.token_stride * self.frame_hop / self.sample_rate
+            raise self.input_too_long(f"{num_t} token columns (~{seconds:.1f} s; at most {self.max_columns})")
         x = tokens + self.position_grid(num_t).to(tokens.dtype)
         times = self.token_times(num_t)
         if self.training and any(self.patchout):
@@ -342,19 +355,22 @@ class ASTBackbone(Backbone):
             state = {_rename(k, to_hf5=True): v for k, v in state.items()}
         return state, fmt
 
-    def load_official_state_dict(self, state: Mapping[str, Tensor]) -> str:
-        """Remap and load strictly; the AudioSet head's tensors are dropped unless the head is kept."""
-        remapped, fmt = self.remap_state_dict(state, self.pretrained_cfg)
-        if self.classifier is None:
-            remapped = {k: v for k, v in remapped.items() if not k.startswith("classifier.")}
-        remapped.update({f"frontend.{k}": v for k, v in self.frontend.state_dict().items()})
-        load_strict(self, remapped, source_format=fmt, model_name=self.name)
-        return fmt
+    def filter_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Drop the AudioSet head's tensors unless the head is kept."""
+        if self.classifier is not None:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith("classifier.")}
+
+    def longer_input_hint(self) -> str:
+        return (
+            f"build it for longer input, load_backbone({self.name!r}, target_frames=N): the time positions are "
+            "then interpolated by the original AST rule, so fine-tune at that length"
+        )
 
 
-@register_backbone([AST_AUDIOSET, AST_TINY])
-def build(
-    cfg: PretrainedCfg, *, keep_pretrained_head: bool = False, patchout: tuple[int, int] = (0, 0), **kw: Any
+@register_backbone([AST_AUDIOSET, AST_TINY], frontend=KaldiFbank)
+def build_ast(
+    cfg: PretrainedCfg, *, keep_pretrained_head: bool = False, patchout: tuple[int, int] = (0, 0)
 ) -> ASTBackbone:
     """Build an AST backbone from ``cfg`` (random init).
 
@@ -362,9 +378,4 @@ def build(
         keep_pretrained_head: build the AudioSet classifier (LayerNorm + Linear) and return its ``logits``.
         patchout: (time columns, frequency rows) of tokens dropped at random in training mode; off in eval.
     """
-    if kw:
-        raise TypeError(
-            f"{cfg.name}: unknown option(s) {sorted(kw)}; expected architecture keys {sorted(cfg.arch)}, "
-            f"front-end keys {sorted(cfg.frontend)}, keep_pretrained_head or patchout"
-        )
     return ASTBackbone(cfg, keep_pretrained_head=keep_pretrained_head, patchout=patchout)

@@ -1,4 +1,4 @@
-"""The uniform backbone interface, its output dataclass, pretrained configs and the registry.
+"""The uniform backbone interface, its output dataclass, the input errors and the registry.
 
 Every backbone splits its forward pass into three stages so that streaming can cache the local ones::
 
@@ -11,20 +11,30 @@ mixes globally (attention, global pooling) and is recomputed for every window.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
+
+from .frontends import MelFrontend
+from .pretrained import PretrainedCfg
+from .state_dict import load_strict
 
 __all__ = [
     "Backbone",
     "BackboneOutput",
+    "InputTooLongError",
+    "NonFiniteInputError",
     "PretrainedCfg",
     "register_backbone",
     "list_backbones",
     "get_pretrained_cfg",
     "build_backbone",
+    "check_options",
 ]
 
 
@@ -50,46 +60,20 @@ class BackboneOutput:
     logits: Tensor | None = None
 
 
-@dataclass(frozen=True)
-class PretrainedCfg:
-    """Where a checkpoint lives and the input contract it was trained with (timm-style).
+class InputTooLongError(ValueError):
+    """The input is longer than the backbone's position embeddings cover."""
 
-    ``arch`` holds the architecture keyword arguments of the family's module and ``frontend`` the keyword
-    arguments of its front-end; the model is built from these alone, so nothing repeats them.
-    """
 
-    name: str
-    arch: Mapping[str, Any]
-    frontend: Mapping[str, Any]
-    sample_rate: int
-    input_seconds: float
-    hub_id: str | None = None
-    url: str | None = None
-    filename: str | None = None
-    sha256: str | None = None
-    license: str = ""
-    num_classes: int = 527
-    description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def family(self) -> str:
-        return self.name.split(".", 1)[0]
-
-    @property
-    def tag(self) -> str:
-        return self.name.split(".", 1)[1]
-
-    @property
-    def has_weights(self) -> bool:
-        return self.hub_id is not None or self.url is not None
+class NonFiniteInputError(ValueError):
+    """The waveform holds NaN or Inf samples."""
 
 
 class Backbone(nn.Module):
     """Base class of the backbone adapters. Subclasses implement the three stages and the checkpoint remap.
 
     Attributes subclasses set in ``__init__``: ``frontend`` (an ``nn.Module``), ``embed_dim``, ``num_layers``,
-    ``frame_hop`` (input samples per frame), ``token_stride`` (frames per token column).
+    ``frame_hop`` (input samples per frame), ``token_stride`` (frames per token column) and, for models with
+    learned time positions, ``max_frames`` (the most front-end frames they cover; None: any length).
     """
 
     default_lora_targets: tuple[str, ...] = ()
@@ -98,6 +82,7 @@ class Backbone(nn.Module):
     frame_hop: int
     token_stride: int
     frontend: nn.Module
+    max_frames: int | None = None
 
     def __init__(self, cfg: PretrainedCfg) -> None:
         super().__init__()
@@ -111,6 +96,32 @@ class Backbone(nn.Module):
     def sample_rate(self) -> int:
         return self.pretrained_cfg.sample_rate
 
+    @property
+    def max_samples(self) -> int | None:
+        """Longest waveform :meth:`forward` accepts (``max_frames`` frames of the front-end); None: any."""
+        if self.max_frames is None:
+            return None
+        return self.frontend.max_samples_for(self.max_frames)
+
+    @property
+    def max_seconds(self) -> float | None:
+        """:attr:`max_samples` in seconds; None: any length."""
+        limit = self.max_samples
+        return None if limit is None else limit / self.sample_rate
+
+    def longer_input_hint(self) -> str:
+        """The family's way to take longer clips, the last option an :class:`InputTooLongError` offers."""
+        return "use a variant trained on longer clips"
+
+    def input_too_long(self, got: str) -> InputTooLongError:
+        """The error for input beyond :attr:`max_samples`; ``got`` describes what was passed."""
+        return InputTooLongError(
+            f"{self.name} covers at most {self.max_seconds:.2f} s of audio ({self.max_samples} samples at "
+            f"{self.sample_rate} Hz) with its position embeddings, got {got}. Crop the input, window it "
+            f"(finetune's predict averages several crops per clip; stream long audio window by window), or "
+            f"{self.longer_input_hint()}."
+        )
+
     def tokenize(self, frames: Tensor) -> Tensor:
         """Local part after the front-end: frames ``[B, n_mels, T]`` -> tokens with time on dim 1."""
         raise NotImplementedError
@@ -122,8 +133,16 @@ class Backbone(nn.Module):
     def forward(self, waveform: Tensor, output_hidden_states: bool = False) -> BackboneOutput:
         """Run the whole backbone on a batch of mono waveforms at :attr:`sample_rate`.
 
+        Input length: models with learned time positions (AST, PaSST) take at most :attr:`max_samples` samples
+        and raise :class:`InputTooLongError` beyond (never a silent crop); crop or window longer audio, or use
+        a variant built for longer clips. Globally pooled models (CNN14) take any length above their minimum.
+
         Shapes:
-            waveform: [B, N] float in [-1, 1].
+            waveform: [B, N] (or [N]) float in [-1, 1], finite.
+
+        Raises:
+            NonFiniteInputError: the waveform holds NaN or Inf.
+            InputTooLongError: N > :attr:`max_samples`.
         """
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
@@ -131,6 +150,16 @@ class Backbone(nn.Module):
             raise ValueError(
                 f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}"
             )
+        if waveform.is_floating_point() and not bool(torch.isfinite(waveform).all()):
+            bad = (~torch.isfinite(waveform)).any(dim=1).nonzero()[:, 0].tolist()
+            raise NonFiniteInputError(
+                f"{self.name}: the waveform holds NaN or Inf samples (batch items {bad}); check the audio "
+                "decoding and any gain or resampling applied before the model"
+            )
+        limit = self.max_samples
+        if limit is not None and waveform.shape[-1] > limit:
+            n = waveform.shape[-1]
+            raise self.input_too_long(f"{n / self.sample_rate:.2f} s ({n} samples)")
         return self.encode(self.tokenize(self.frontend(waveform)), output_hidden_states=output_hidden_states)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
@@ -148,13 +177,59 @@ class Backbone(nn.Module):
         """
         raise NotImplementedError
 
-    def load_official_state_dict(self, state: Mapping[str, Tensor]) -> str:
-        """Remap ``state`` from whatever official format it is in and load it strictly; returns the format."""
-        from .checkpoints import load_strict
+    def filter_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Drop remapped tensors this instance does not hold (e.g. the AudioSet head when it is not kept).
 
+        Runs after :meth:`remap_state_dict`, which depends on the checkpoint only; this depends on how the
+        instance was built. The default keeps everything.
+        """
+        return state
+
+    def frontend_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensors an official checkpoint may carry for the front-end (outside ``state_dict``), with the shapes
+        this front-end needs; see :meth:`adopt_frontend_tensors`. The default is none."""
+        return {}
+
+    def adopt_frontend_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Hand the checkpoint's front-end tensors (all of :meth:`frontend_tensor_shapes`, shapes checked) to the
+        front-end; called only after the strict load succeeded."""
+        raise NotImplementedError(f"{type(self).__name__} declares front-end tensors but cannot adopt them")
+
+    def load_official_state_dict(self, state: Mapping[str, Tensor]) -> str:
+        """Remap ``state`` from whatever official format it is in, filter it, and load it strictly; returns the
+        detected format. Front-end tensors the checkpoint carries are checked with the rest and handed to the
+        front-end after the load. Nothing is modified unless everything fits.
+
+        Raises:
+            CheckpointError: the keys belong to another family or hold NaN/Inf.
+            CheckpointMismatchError: keys are missing, unexpected or mis-shaped (every one is listed).
+        """
         remapped, fmt = self.remap_state_dict(state, self.pretrained_cfg)
-        load_strict(self, remapped, source_format=fmt, model_name=self.name)
+        remapped = self.filter_state_dict(remapped)
+        side = self.frontend_tensor_shapes()
+        adopted = load_strict(self, remapped, source_format=fmt, model_name=self.name, side=side)
+        if adopted:
+            self.adopt_frontend_tensors(adopted)
         return fmt
+
+
+def check_options(owner: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """Reject keyword options not in ``accepted``, naming what is accepted and the closest names.
+
+    Raises:
+        TypeError: some of ``given`` are unknown.
+    """
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(given) - set(accepted))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, accepted, n=1)
+        if close:
+            hints.append(f"{key!r} -> {close[0]!r}")
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    raise TypeError(f"{owner}: unknown option(s) {unknown}{hint}; accepted: {', '.join(accepted)}")
 
 
 Builder = Callable[..., Backbone]
@@ -164,24 +239,45 @@ Builder = Callable[..., Backbone]
 class _Entry:
     builder: Builder
     cfg: PretrainedCfg
+    frontend_options: frozenset[str]
+    builder_options: frozenset[str]
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
+def _keyword_options(builder: Builder) -> frozenset[str]:
+    """The keyword options of ``builder(cfg, *, ...)`` (its parameters after the config)."""
+    params = list(inspect.signature(builder).parameters.values())[1:]
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return frozenset(p.name for p in params if p.kind in kinds)
+
+
 def register_backbone(
     cfgs: Mapping[str, PretrainedCfg] | list[PretrainedCfg],
+    frontend: type[MelFrontend] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Class or function decorator: register ``builder(cfg, **overrides) -> Backbone`` under each cfg's name."""
+    """Function decorator: register ``builder(cfg, **options) -> Backbone`` under each cfg's name.
+
+    ``frontend`` is the family's front-end class: every option of its constructor can then be overridden
+    through :func:`build_backbone`, not only those the config lists.
+    """
     cfg_list = list(cfgs.values()) if isinstance(cfgs, Mapping) else list(cfgs)
+    frontend_options = frontend.option_names() if frontend is not None else frozenset()
 
     def decorator(builder: Builder) -> Builder:
+        builder_options = _keyword_options(builder)
         for cfg in cfg_list:
             if "." not in cfg.name:
                 raise ValueError(f"backbone names are 'family.tag', got {cfg.name!r}")
             if cfg.name in _REGISTRY:
                 raise ValueError(f"backbone {cfg.name!r} is registered twice")
-            _REGISTRY[cfg.name] = _Entry(builder=builder, cfg=cfg)
+            clash = set(cfg.arch) & (set(cfg.frontend) | frontend_options | builder_options)
+            if clash:
+                raise ValueError(
+                    f"{cfg.name}: options {sorted(clash)} are both architecture and other settings"
+                )
+            _REGISTRY[cfg.name] = _Entry(builder, cfg, frontend_options, builder_options)
         return builder
 
     return decorator
@@ -189,16 +285,12 @@ def register_backbone(
 
 def list_backbones(pattern: str | None = None) -> list[str]:
     """Registered backbone names, sorted; ``pattern`` is an fnmatch filter such as ``"passt_s.*"``."""
-    import fnmatch
-
     names = sorted(_REGISTRY)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown backbone {name!r}.{hint} Known: {', '.join(list_backbones())}")
@@ -210,18 +302,27 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     return _entry(name).cfg
 
 
-def build_backbone(name: str, **overrides: Any) -> Backbone:
-    """Build ``name`` with random weights. ``overrides`` replace entries of the config's ``arch`` or
-    ``frontend`` settings (e.g. ``depth=2, embed_dim=64`` for a tiny model, ``n_mels=64``)."""
+def build_backbone(name: str, **overrides: object) -> Backbone:
+    """Build ``name`` with random weights.
+
+    ``overrides`` replace entries of the config's ``arch`` settings (``depth=2, embed_dim=64`` for a tiny
+    model), set any option of the family's front-end (``n_mels=64``, ``dft="fft"``, ``compression="pcen"``),
+    or go to the family's builder (``keep_pretrained_head=True``).
+
+    Raises:
+        TypeError: an override is none of these (the message lists what is accepted).
+    """
     entry = _entry(name)
     cfg = entry.cfg
-    arch, frontend, rest = dict(cfg.arch), dict(cfg.frontend), {}
+    frontend_keys = set(cfg.frontend) | entry.frontend_options
+    check_options(name, overrides, {*cfg.arch, *frontend_keys, *entry.builder_options})
+    arch, frontend, options = dict(cfg.arch), dict(cfg.frontend), {}
     for key, value in overrides.items():
         if key in arch:
             arch[key] = value
-        elif key in frontend:
+        elif key in frontend_keys:
             frontend[key] = value
         else:
-            rest[key] = value
+            options[key] = value
     cfg = dataclasses.replace(cfg, arch=arch, frontend=frontend)
-    return entry.builder(cfg, **rest)
+    return entry.builder(cfg, **options)

@@ -1,8 +1,9 @@
-"""Resolve a checkpoint source (local file or directory, hub id, URL) and load its tensors safely.
+"""Resolve a checkpoint source (local file or directory, hub id, URL, the config's own weights) to a local file.
 
-Nothing here unpickles arbitrary objects: ``.pt``/``.pth``/``.bin`` files go through
-``torch.load(weights_only=True)``; ``.safetensors`` through safetensors. Downloads land in a cache directory
-(``$MUSICFT_CACHE``, default ``~/.cache/musicft``) and are verified against the config's sha256 when known.
+Downloads land in a cache directory (``$MUSICFT_CACHE``, default ``~/.cache/musicft``) under their final name
+only once complete, and are verified against the config's sha256 when known. Reading and loading the file's
+tensors is :mod:`backbones.state_dict`'s job; its public names are re-exported here, where callers have always
+found them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-
-from .base import PretrainedCfg
+from .pretrained import PretrainedCfg
+from .state_dict import CheckpointError, CheckpointMismatchError, load_strict, read_state_dict
 
 __all__ = [
     "CheckpointError",
@@ -35,41 +33,8 @@ logger = logging.getLogger(__name__)
 
 # File names looked for, in order, inside a directory (HF layout first).
 _DIR_CANDIDATES = ("model.safetensors", "pytorch_model.bin")
-# Keys under which training scripts nest the weights.
-_NESTED_KEYS = ("model", "state_dict", "model_state_dict")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be found, fetched, read or understood."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint's tensors do not fit the model; lists missing, unexpected and mis-shaped keys."""
-
-    def __init__(
-        self,
-        model_name: str,
-        source_format: str,
-        missing: list[str],
-        unexpected: list[str],
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-    ) -> None:
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-        lines = [f"checkpoint does not fit {model_name} (detected format: {source_format})"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {_abbrev(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}")
-        for key, got, want in mismatched[:10]:
-            lines.append(f"  shape mismatch for {key}: checkpoint {list(got)} vs model {list(want)}")
-        if len(mismatched) > 10:
-            lines.append(f"  ... and {len(mismatched) - 10} more shape mismatches")
-        super().__init__("\n".join(lines))
-
-
-def _abbrev(keys: list[str], n: int = 8) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
+# Extensions of checkpoint files: a source ending in one of them names a file, never a hub repository.
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 def cache_dir() -> Path:
@@ -78,6 +43,7 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -110,14 +76,15 @@ def _download(url: str, sha256: str | None, name: str) -> Path:
     return target
 
 
-def _hub_download(repo_id: str, name: str) -> Path:
+def _hub_download(repo_id: str, name: str, user_given: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     def unreachable(e: Exception) -> CheckpointError:
+        local = f" (there is no local file or directory {repo_id!r} either)" if user_given else ""
         return CheckpointError(
-            f"could not fetch {name} weights from the Hugging Face hub ({repo_id}): {e}. If you are offline, "
-            f"download the repository elsewhere and pass its local directory or file: "
+            f"could not fetch {name} weights from the Hugging Face hub ({repo_id}){local}: {e}. If you are "
+            f"offline, download the repository elsewhere and pass its local directory or file: "
             f"load_backbone({name!r}, checkpoint='/path/to/dir_or_file')"
         )
 
@@ -134,12 +101,38 @@ def _hub_download(repo_id: str, name: str) -> Path:
     raise CheckpointError(f"hub repository {repo_id} has none of {_DIR_CANDIDATES}") from last_error
 
 
+def _is_hub_id(source: str) -> bool:
+    """Whether ``source`` is a Hugging Face repository id ``owner/name`` (the hub's own character rules: letters,
+    digits, ``-``, ``_`` and ``.``; dots inside names, as in ``MIT/ast-finetuned-audioset-10-10-0.4593``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if source.count("/") != 1 or source.startswith(("/", ".", "~")):
+        return False
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
+
+
 def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Path:
     """Turn ``source`` into a local file: a file path, a directory (HF layout), an http(s) URL or a hub id.
 
-    The special value ``"pretrained"`` means the config's own location (hub id or URL).
+    The special value ``"pretrained"`` means the config's own location (hub id or URL). A source that exists on
+    disk is always taken as a path; a missing one ending in a checkpoint extension (``.pt``, ``.pth``, ``.bin``,
+    ``.ckpt``, ``.safetensors``) is reported as a missing file, anything else of the form ``owner/name`` is
+    fetched from the hub.
+
+    Raises:
+        CheckpointError: the source is empty, missing, unreachable or of no known kind.
     """
-    src = str(source)
+    src = os.fspath(source)
+    if not src.strip():
+        raise CheckpointError(
+            f"empty checkpoint source for {cfg.name}: pass a file, an HF-layout directory, a hub id "
+            "('owner/name'), an http(s) URL or 'pretrained' (checkpoint=None builds random weights)"
+        )
     if src == "pretrained":
         if cfg.hub_id is not None:
             return _hub_download(cfg.hub_id, cfg.name)
@@ -156,76 +149,11 @@ def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Pa
             if (path / candidate).is_file():
                 return path / candidate
         raise CheckpointError(f"directory {path} holds none of {', '.join(_DIR_CANDIDATES)}")
-    looks_like_hub_id = src.count("/") == 1 and not src.startswith((".", "/", "~")) and not Path(src).suffix
-    if looks_like_hub_id:
-        return _hub_download(src, cfg.name)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        raise CheckpointError(f"checkpoint file {path} for {cfg.name} does not exist; check the path")
+    if _is_hub_id(src):
+        return _hub_download(src, cfg.name, user_given=True)
     raise CheckpointError(
-        f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id"
+        f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id "
+        "('owner/name'); check the path"
     )
-
-
-def _numpy_safe_globals() -> list[object]:
-    """numpy array/scalar rebuilders (no code execution) for ``weights_only`` loads: training scripts store numpy
-    state next to the weights (PANNs' ``'sampler'`` holds int64 arrays), which plain ``weights_only`` rejects."""
-    import numpy as np
-
-    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.float16, np.float32, np.float64)
-    rebuild_array = np.zeros(1).__reduce__()[0]  # numpy(._core).multiarray._reconstruct, any numpy version
-    rebuild_scalar = np.float64(0).__reduce__()[0]  # numpy(._core).multiarray.scalar
-    return [rebuild_array, rebuild_scalar, np.ndarray, np.dtype, *(type(np.dtype(k)) for k in kinds)]
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read the tensors of a checkpoint file, unwrapping ``{'model': ...}``-style containers.
-
-    Raises:
-        CheckpointError: the file is missing, truncated, not a checkpoint, or holds non-tensor objects.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: object = load_file(str(path), device="cpu")
-        else:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a checkpoint, disallowed pickle globals
-        raise CheckpointError(
-            f"could not read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            "The file may be truncated or not a PyTorch/safetensors checkpoint (only tensors are read, never "
-            "arbitrary pickled objects)."
-        ) from e
-    for key in _NESTED_KEYS:
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"checkpoint {path} does not hold a state dict (got {type(obj).__name__})")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-    if not tensors:
-        raise CheckpointError(f"checkpoint {path} holds no tensors")
-    return tensors
-
-
-def load_strict(module: nn.Module, state: Mapping[str, Tensor], source_format: str, model_name: str) -> None:
-    """``module.load_state_dict(state, strict=True)`` with a readable error listing every mismatch.
-
-    ``num_batches_tracked`` buffers may be absent from the checkpoint (they are counters, not weights).
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        (k, tuple(v.shape), tuple(own[k].shape))
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(model_name, source_format, missing, unexpected, mismatched)
-    full = dict(state)
-    for k, v in own.items():
-        full.setdefault(k, v)  # only num_batches_tracked can be filled in here
-    module.load_state_dict(full, strict=True)

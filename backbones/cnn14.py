@@ -4,6 +4,8 @@ One parametrised module serves both released checkpoints (they differ only in th
 configuration. Parameter names follow the original (``bn0``, ``conv_block{k}.conv1``, ``fc1``, ``fc_audioset``),
 so the official state dict loads almost unchanged; its stored STFT and mel tensors are handed to the front-end
 (:meth:`PannsLogMel.use_official_tensors`) so that outputs match the original bit for bit in the front-end.
+Files without them (our own ``state_dict()`` saves) load with the computed tensors. Global pooling over time
+makes any input length above :attr:`Cnn14.min_samples` valid: there is no maximum.
 
 Stages::
 
@@ -19,6 +21,7 @@ network's FLOPs, which a streaming cache then saves.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -27,10 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
-from .checkpoints import CheckpointError, CheckpointMismatchError, load_strict
 from .frontends import PannsLogMel
+from .state_dict import CheckpointError
 
-__all__ = ["Cnn14", "CNN14_CFGS"]
+__all__ = ["Cnn14", "CNN14_CFGS", "build_cnn14"]
+
+logger = logging.getLogger(__name__)
 
 _ZENODO = "https://zenodo.org/record/3987831/files/{}?download=1"
 _WIDTHS = (64, 128, 256, 512, 1024, 2048)
@@ -169,7 +174,8 @@ class Cnn14(Backbone):
     averaged over mel, ``[B, T_k, C_k]`` (lengths and widths differ per block; the last equals ``sequence``).
 
     ``token_stride`` is 2 (a token column of :meth:`tokenize` spans 2 frames); ``sequence`` steps span
-    ``time_reduction`` = 32 frames (0.32 s), and inputs shorter than :attr:`min_samples` are rejected.
+    ``time_reduction`` = 32 frames (0.32 s). Any input length from :attr:`min_samples` on is accepted (global
+    pooling, no position embeddings), so ``max_samples`` is None; shorter inputs are rejected.
     """
 
     default_lora_targets = ("conv1", "conv2", "fc1")
@@ -307,7 +313,7 @@ class Cnn14(Backbone):
         """PANNs ``.pth`` state dict (already unwrapped from ``'model'``) -> this module's keys.
 
         The layout is the original's; a ``module.`` prefix (a DataParallel save) is stripped. The front-end
-        tensors are kept under their official names for :meth:`load_official_state_dict`. CNN14 and
+        tensors are kept under their official names (see :meth:`frontend_tensor_shapes`). CNN14 and
         Cnn14_DecisionLevelMax files share every key, so the latter cannot be told apart and loads as CNN14.
 
         Raises:
@@ -335,33 +341,33 @@ class Cnn14(Backbone):
             )
         return dict(state), fmt
 
-    def load_official_state_dict(self, state: Mapping[str, Tensor]) -> str:
-        """Remap, hand the stored STFT/mel tensors to the front-end, drop the AudioSet head unless kept, and
-        load the rest strictly. Nothing is modified unless everything fits."""
-        remapped, fmt = self.remap_state_dict(state, self.pretrained_cfg)
-        official = {k: remapped.pop(k) for k in _FRONTEND_KEYS if k in remapped}
+    def filter_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Drop the AudioSet head's tensors unless the head is kept."""
+        if self.fc_audioset is not None:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
+
+    def frontend_tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The stored STFT and mel tensors of PANNs files, in the shapes this front-end needs."""
         bins, n_fft = self.frontend.n_fft // 2 + 1, self.frontend.n_fft
-        want = dict(zip(_FRONTEND_KEYS, ((bins, 1, n_fft), (bins, 1, n_fft), (bins, self.frontend.n_mels))))
-        missing = [k for k in _FRONTEND_KEYS if k not in official]
-        mismatched = [(k, tuple(v.shape), want[k]) for k, v in official.items() if tuple(v.shape) != want[k]]
-        if missing or mismatched:
-            raise CheckpointMismatchError(self.name, fmt, missing, [], mismatched)
-        if self.fc_audioset is None:
-            remapped = {k: v for k, v in remapped.items() if not k.startswith(_HEAD_PREFIX)}
-        load_strict(self, remapped, source_format=fmt, model_name=self.name)
-        self.frontend.use_official_tensors(*(official[k] for k in _FRONTEND_KEYS))
-        return fmt
+        shapes = ((bins, 1, n_fft), (bins, 1, n_fft), (bins, self.frontend.n_mels))
+        return dict(zip(_FRONTEND_KEYS, shapes))
+
+    def adopt_frontend_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Compute the front-end with the checkpoint's tensors, unless it was built with ``dft="fft"`` (a
+        choice of speed over PANNs-exactness that loading weights should not undo)."""
+        if self.frontend.dft == "fft":
+            logger.info(
+                "%s: dft='fft' keeps its computed front-end; the stored STFT/mel are unused", self.name
+            )
+            return
+        self.frontend.use_official_tensors(*(tensors[k] for k in _FRONTEND_KEYS))
 
 
-@register_backbone(CNN14_CFGS)
+@register_backbone(CNN14_CFGS, frontend=PannsLogMel)
 def build_cnn14(
-    cfg: PretrainedCfg, *, keep_pretrained_head: bool = False, spec_augment: bool = False, **kw: object
+    cfg: PretrainedCfg, *, keep_pretrained_head: bool = False, spec_augment: bool = False
 ) -> Cnn14:
     """Build a CNN14 from its config. ``spec_augment`` masks 2x64 time frames and 2x8 mel bins per example
     in training mode only, as the original did; it is off by default (fine-tuning recipes choose)."""
-    if kw:
-        raise TypeError(
-            f"{cfg.name}: unknown options {sorted(kw)}; CNN14 takes keep_pretrained_head, spec_augment and the "
-            f"config's settings {sorted({*cfg.arch, *cfg.frontend})}"
-        )
     return Cnn14(cfg, keep_pretrained_head=keep_pretrained_head, spec_augment=spec_augment, **cfg.arch)

@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from .base import Backbone, build_backbone, get_pretrained_cfg
-from .checkpoints import read_state_dict, resolve_checkpoint
+from .checkpoints import resolve_checkpoint
+from .state_dict import read_state_dict
 
 __all__ = ["load_backbone"]
 
@@ -19,10 +20,16 @@ def load_backbone(name: str, checkpoint: str | os.PathLike[str] | None = None, *
 
     Args:
         name: a registered name, see :func:`backbones.list_backbones`.
-        checkpoint: None (random init), a local file, a local HF-layout directory, a hub id, an http(s) URL,
-            or ``"pretrained"`` for the config's released weights. The format is detected from the keys.
-        **overrides: architecture or front-end settings (``depth=2``), or adapter options such as
-            ``keep_pretrained_head=True``.
+        checkpoint: None (random init), a local file, a local HF-layout directory, a hub id (``owner/name``),
+            an http(s) URL, or ``"pretrained"`` for the config's released weights. The file type is read from
+            its bytes, the checkpoint's format from its keys.
+        **overrides: architecture settings (``depth=2``), any front-end option (``dft="fft"``), or adapter
+            options such as ``keep_pretrained_head=True``; see :func:`backbones.build_backbone`.
+
+    Raises:
+        CheckpointError: the source cannot be found, fetched or read, or holds NaN/Inf.
+        CheckpointMismatchError: the tensors do not fit (every missing, unexpected and mis-shaped key listed).
+        TypeError: an unknown override.
     """
     cfg = get_pretrained_cfg(name)
     model = build_backbone(name, **overrides)

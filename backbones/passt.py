@@ -21,8 +21,8 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
-from .checkpoints import CheckpointError
 from .frontends import PasstMel
+from .state_dict import CheckpointError
 
 __all__ = ["PaSST", "build_passt", "PASST_CFGS"]
 
@@ -171,6 +171,10 @@ class PaSST(Backbone):
         patchout: ``(time columns, frequency rows)`` removed at random (the same for the whole batch) in
             ``train()`` mode only (structured patchout); asking for all columns or rows raises ValueError.
             The AudioSet pretraining used ``(40, 4)``; hear21passt's default is ``(0, 0)``.
+
+    Input length: at most :attr:`max_samples` (the clip length the time positions were trained for, 10.05 s
+    for the 10 s models); longer input raises :class:`~backbones.base.InputTooLongError`, shorter input uses
+    the leading time positions.
     """
 
     default_lora_targets = ("qkv",)
@@ -191,6 +195,9 @@ class PaSST(Backbone):
         d, (n_f, n_t) = arch.embed_dim, arch.grid
         self.embed_dim, self.num_layers = d, arch.depth
         self.frame_hop, self.token_stride = self.frontend.hop_length, arch.stride
+        self.max_frames = (
+            n_t * arch.stride + arch.patch_size - 1
+        )  # the most frames whose columns have a position
         # Names and shapes as in the released checkpoints.
         self.patch_embed = nn.ModuleDict({"proj": nn.Conv2d(1, d, arch.patch_size, stride=arch.stride)})
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -218,12 +225,6 @@ class PaSST(Backbone):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-
-    @property
-    def max_seconds(self) -> float:
-        """Longest input (seconds) whose token columns all have a time position."""
-        max_frames = self.arch.grid[1] * self.arch.stride + self.arch.patch_size - 1
-        return max_frames * self.frame_hop / self.sample_rate
 
     def tokenize(self, frames: Tensor) -> Tensor:
         """Patch embeddings before positions.
@@ -263,11 +264,7 @@ class PaSST(Backbone):
         b, t = tokens.shape[:2]
         if t > n_t:
             seconds = t * self.arch.stride * self.frame_hop / self.sample_rate
-            raise ValueError(
-                f"{self.name} has time positions for {n_t} token columns (at most {self.max_seconds:.2f} s "
-                f"of audio at {self.sample_rate} Hz), got {t} columns (~{seconds:.1f} s). Crop or window the "
-                "input, or use passt_s.audioset_20s / passt_s.audioset_30s for longer clips."
-            )
+            raise self.input_too_long(f"{t} token columns (~{seconds:.1f} s; at most {n_t})")
         x = tokens + self.time_new_pos_embed[0, :, 0, :t].t()[None, :, None, :]
         x = x + self.freq_new_pos_embed[0, :, :, 0].t()[None, None, :, :]
         columns = torch.arange(t, device=x.device)
@@ -328,14 +325,24 @@ class PaSST(Backbone):
             f"first keys: {', '.join(list(state)[:5])}"
         )
 
-    def load_official_state_dict(self, state: Mapping[str, Tensor]) -> str:
-        """Remap and load strictly; without the kept head, the AudioSet ``head.*`` tensors are dropped."""
-        if self.head is None:
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        return super().load_official_state_dict(state)
+    def filter_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Drop the AudioSet ``head.*`` tensors unless the head is kept."""
+        if self.head is not None:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+    def longer_input_hint(self) -> str:
+        longer = [
+            name
+            for name, cfg in PASST_CFGS.items()
+            if cfg.has_weights and cfg.input_seconds > self.pretrained_cfg.input_seconds
+        ]
+        if not longer:
+            return "use a variant trained on longer clips"
+        return f"use {' / '.join(longer)}, trained on longer clips"
 
 
-@register_backbone(PASST_CFGS)
+@register_backbone(PASST_CFGS, frontend=PasstMel)
 def build_passt(
     cfg: PretrainedCfg, *, keep_pretrained_head: bool = False, patchout: tuple[int, int] = (0, 0)
 ) -> PaSST:

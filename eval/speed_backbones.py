@@ -1,7 +1,7 @@
 """Backbone speed: a whole forward pass (waveform in, front-end included) of our adapters against their reference
 implementations, per clip, at several batch sizes, interleaved in one process.
 
-References (test/benchmark-only dependencies, imported here and never by the library):
+References (built by :mod:`eval.references`; test/benchmark-only dependencies, never imported by the library):
 
 - ``ast.*``: transformers ``ASTFeatureExtractor`` (Kaldi fbank per clip) + ``ASTForAudioClassification`` (SDPA);
 - ``passt_s.audioset_swa``: hear21passt ``AugmentMelSTFT`` + ``get_model("passt_s_swa_p16_128_ap476")``;
@@ -14,44 +14,24 @@ Both sides are full-size, random init, fp32, eval mode; the timings do not depen
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from backbones import build_backbone, get_pretrained_cfg, list_backbones
-from backbones.base import PretrainedCfg
+from backbones import PretrainedCfg, build_backbone, get_pretrained_cfg, list_backbones
+from eval import references
 from eval.timing import time_interleaved, write_result
 
 Reference = Callable[[Tensor], Any]
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The references print (hear21passt) and warn (deprecations) in constructors and forward passes."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _ast_reference(cfg: PretrainedCfg) -> Reference:
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
-    model = ASTForAudioClassification(
-        ASTConfig(**cfg.arch, num_labels=cfg.num_classes, attn_implementation="sdpa")
-    ).eval()
-    fe = dict(cfg.frontend)
-    extractor = ASTFeatureExtractor(
-        sampling_rate=cfg.sample_rate,
-        num_mel_bins=fe["n_mels"],
-        max_length=fe["target_frames"],
-        do_normalize=True,
-        mean=fe["norm_mean"],
-        std=fe["norm_std"],
+    model = references.ast_model(cfg.arch, num_labels=cfg.num_classes)
+    fe = cfg.frontend
+    extractor = references.ast_feature_extractor(
+        cfg.sample_rate, fe["n_mels"], fe["target_frames"], fe["norm_mean"], fe["norm_std"]
     )
 
     def run(x: Tensor) -> Tensor:
@@ -62,53 +42,42 @@ def _ast_reference(cfg: PretrainedCfg) -> Reference:
 
 
 def _passt_reference(cfg: PretrainedCfg) -> Reference:
-    from hear21passt.models.passt import get_model
-    from hear21passt.models.preprocess import AugmentMelSTFT
-
-    arch, fe = dict(cfg.arch), dict(cfg.frontend)
-    with _quiet():
-        mel = AugmentMelSTFT(
-            n_mels=fe["n_mels"],
-            sr=cfg.sample_rate,
-            win_length=fe["win_length"],
-            hopsize=fe["hop_length"],
-            n_fft=fe["n_fft"],
-            fmin=fe["f_min"],
-            fmax=None,
-            fmin_aug_range=fe["fmin_aug_range"],
-            fmax_aug_range=fe["fmax_aug_range"],
-        ).eval()
-        net = get_model(
-            arch="passt_s_swa_p16_128_ap476",
-            pretrained=False,
-            n_classes=cfg.num_classes,
-            in_channels=1,
-            fstride=arch["stride"],
-            tstride=arch["stride"],
-            input_fdim=arch["input_fdim"],
-            input_tdim=arch["input_tdim"],
-        ).eval()
+    arch, fe = cfg.arch, cfg.frontend
+    mel = references.passt_mel(
+        hop_length=fe["hop_length"],
+        n_mels=fe["n_mels"],
+        sample_rate=cfg.sample_rate,
+        win_length=fe["win_length"],
+        n_fft=fe["n_fft"],
+        f_min=fe["f_min"],
+        fmin_aug_range=fe["fmin_aug_range"],
+        fmax_aug_range=fe["fmax_aug_range"],
+    )
+    net = references.passt_model(
+        "passt_s_swa_p16_128_ap476",
+        input_tdim=arch["input_tdim"],
+        stride=arch["stride"],
+        num_classes=cfg.num_classes,
+    )
 
     def run(x: Tensor) -> Tensor:
-        with _quiet():
+        with references.quiet():
             return net(mel(x).unsqueeze(1))[0]
 
     return run
 
 
 def _cnn14_reference(cfg: PretrainedCfg) -> Reference:
-    from panns_inference.models import Cnn14
-
-    fe = dict(cfg.frontend)
-    model = Cnn14(
-        sample_rate=cfg.sample_rate,
-        window_size=fe["n_fft"],
-        hop_size=fe["hop_length"],
-        mel_bins=fe["n_mels"],
-        fmin=fe["f_min"],
-        fmax=fe["f_max"],
-        classes_num=cfg.num_classes,
-    ).eval()
+    fe = cfg.frontend
+    model = references.panns_cnn14(
+        cfg.sample_rate,
+        fe["n_fft"],
+        fe["hop_length"],
+        fe["f_max"],
+        fe["n_mels"],
+        fe["f_min"],
+        cfg.num_classes,
+    )
     return lambda x: model(x)["embedding"]
 
 
@@ -159,7 +128,7 @@ def _time_backbone(name: str, batches: list[int], args: argparse.Namespace) -> l
     cfg = get_pretrained_cfg(name)
     torch.manual_seed(0)
     ours = build_backbone(name).eval()
-    with _quiet():
+    with references.quiet():
         reference = REFERENCES[name](cfg)
     fns: dict[str, Callable[[], Any]] = {}
     for b in batches:

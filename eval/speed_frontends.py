@@ -10,7 +10,8 @@ originals are used), interleaved in one process, and records the parity error on
 - ``panns_32k_fft`` / ``panns_16k_fft``: PannsLogMel with ``dft="fft"`` (faster, parity only above -30 dB);
 - ``panns_32k_official``: PannsLogMel with the checkpoint's conv-DFT and mel tensors vs torchlibrosa.
 
-The references are test/benchmark-only dependencies and are imported here, never by the library.
+The references are built by :mod:`eval.references` (test/benchmark-only dependencies, never imported by the
+library).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.frontends import KaldiFbank, PannsLogMel, PasstMel
+from eval import references
 from eval.timing import time_interleaved, write_result
 
 Case = tuple[nn.Module, Callable[[Tensor], Tensor]]
@@ -46,83 +48,23 @@ def _music(batch: int, n: int, sample_rate: int) -> Tensor:
 
 
 def _kaldi_case() -> Case:
-    import torchaudio.compliance.kaldi as ta_kaldi
-
-    def reference(x: Tensor) -> Tensor:
-        feats = []
-        for item in x:
-            fbank = ta_kaldi.fbank(
-                item[None],
-                htk_compat=True,
-                sample_frequency=16000,
-                use_energy=False,
-                window_type="hanning",
-                num_mel_bins=128,
-                dither=0.0,
-                frame_shift=10,
-            )
-            fbank = torch.nn.functional.pad(fbank, (0, 0, 0, max(0, 1024 - fbank.shape[0])))[:1024]
-            feats.append(((fbank + 4.2677393) / (4.5689974 * 2)).T)
-        return torch.stack(feats)
-
-    return KaldiFbank(), reference
+    return KaldiFbank(), references.kaldi_fbank
 
 
 def _passt_case() -> Case:
-    from hear21passt.models.preprocess import AugmentMelSTFT
-
-    ref = AugmentMelSTFT(
-        n_mels=128,
-        sr=32000,
-        win_length=800,
-        hopsize=320,
-        n_fft=1024,
-        freqm=48,
-        timem=192,
-        htk=False,
-        fmin=0.0,
-        fmax=None,
-        norm=1,
-        fmin_aug_range=10,
-        fmax_aug_range=2000,
-    ).eval()
+    ref = references.passt_mel()
     return PasstMel(), lambda x: torch.cat([ref(item[None]) for item in x])
-
-
-def _torchlibrosa(sample_rate: int, n_fft: int, hop: int, f_max: float) -> tuple[nn.Module, nn.Module]:
-    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
-
-    spec = Spectrogram(
-        n_fft=n_fft,
-        hop_length=hop,
-        win_length=n_fft,
-        window="hann",
-        center=True,
-        pad_mode="reflect",
-        freeze_parameters=True,
-    )
-    logmel = LogmelFilterBank(
-        sr=sample_rate,
-        n_fft=n_fft,
-        n_mels=64,
-        fmin=50.0,
-        fmax=f_max,
-        ref=1.0,
-        amin=1e-10,
-        top_db=None,
-        freeze_parameters=True,
-    )
-    return spec, logmel
 
 
 def _panns_case(
     sample_rate: int, n_fft: int, hop: int, f_max: float, dft: str, official: bool = False
 ) -> Case:
-    spec, logmel = _torchlibrosa(sample_rate, n_fft, hop, f_max)
-    ours = PannsLogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, f_max=f_max, dft=dft)
+    settings = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, f_max=f_max)
+    ref = references.TorchlibrosaLogmel(**settings)
+    ours = PannsLogMel(**settings, dft=dft)
     if official:
-        ours.use_official_tensors(spec.stft.conv_real.weight, spec.stft.conv_imag.weight, logmel.melW)
-    return ours, lambda x: torch.cat([logmel(spec(item[None]))[:, 0].mT for item in x])
+        ours.use_official_tensors(*ref.stored_tensors())
+    return ours, lambda x: torch.cat([ref(item[None]) for item in x])
 
 
 CASES: dict[str, Callable[[], Case]] = {

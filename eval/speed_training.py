@@ -26,6 +26,7 @@ import torch
 from backbones import build_backbone
 from finetune import AudioModel, build_model, param_groups
 
+from . import references
 from .timing import time_interleaved, write_result
 
 TINY = ("ast.tiny", "passt_s.tiny", "cnn14.tiny")
@@ -152,7 +153,7 @@ def _threads(n: int | None) -> Iterator[None]:
 def _hf_trainer_comparison(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Median step time of transformers' Trainer + ASTForAudioClassification vs ours, on the same features."""
     from torch.utils.data import Dataset
-    from transformers import ASTConfig, ASTForAudioClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     device = _device()
     model, _ = _case(name, "full", args.batch, args.seconds, device)
@@ -200,9 +201,8 @@ def _hf_trainer_comparison(name: str, args: argparse.Namespace) -> dict[str, Any
             _sync(device)
             self.ours.append(time.perf_counter() - t0)
 
-    config = ASTConfig(**model.backbone.pretrained_cfg.arch, num_labels=NUM_CLASSES)
     torch.manual_seed(0)
-    hf_model = ASTForAudioClassification(config)
+    hf_model = references.ast_model(model.backbone.pretrained_cfg.arch, num_labels=NUM_CLASSES)
     timer = InterleavedTimer()
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(

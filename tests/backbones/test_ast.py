@@ -10,17 +10,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 from backbones import (
     CheckpointError,
     CheckpointMismatchError,
+    InputTooLongError,
     build_backbone,
     get_pretrained_cfg,
     list_backbones,
     load_backbone,
 )
 from backbones.ast import AST_AUDIOSET, AST_TINY, ASTBackbone
+from eval import references
 from tests.audio_signals import music, noise, sweep
 
 SR = 16000
@@ -31,10 +32,10 @@ def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours - ref).abs().max() / ref.abs().max())
 
 
-def _reference(arch: dict, seed: int) -> ASTForAudioClassification:
+def _reference(arch: dict, seed: int) -> torch.nn.Module:
     """The HF model with random weights jittered away from their init values (LayerNorms, tokens, positions)."""
     torch.manual_seed(seed)
-    model = ASTForAudioClassification(ASTConfig(**arch, num_labels=527, attn_implementation="sdpa")).eval()
+    model = references.ast_model(arch)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -43,7 +44,7 @@ def _reference(arch: dict, seed: int) -> ASTForAudioClassification:
     return model
 
 
-def _hf4_state(model: ASTForAudioClassification, directory: Path) -> dict[str, torch.Tensor]:
+def _hf4_state(model: torch.nn.Module, directory: Path) -> dict[str, torch.Tensor]:
     model.save_pretrained(directory)
     return load_file(str(directory / "model.safetensors"))
 
@@ -120,9 +121,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     tmp = tmp_path_factory.mktemp("ast_full")
     ref = _reference(dict(AST_AUDIOSET.arch), seed=0)
     waves = torch.cat([noise(1, 10 * SR, seed=3), music(1, 10 * SR, SR, seed=4)])
-    extractor = ASTFeatureExtractor(
-        sampling_rate=SR, num_mel_bins=128, max_length=1024, do_normalize=True, mean=-4.2677393, std=4.5689974
-    )
+    extractor = references.ast_feature_extractor()
     feats = extractor([w.numpy() for w in waves], sampling_rate=SR, return_tensors="pt").input_values
     with torch.inference_mode():
         base = ref.audio_spectrogram_transformer(feats)
@@ -344,13 +343,12 @@ def _reference_positions(table: torch.Tensor, t: int) -> torch.Tensor:
 @pytest.mark.parametrize("num_frames", [406, 500, 1524])
 def test_variable_length_follows_original_rule(tiny: SimpleNamespace, num_frames: int) -> None:
     t = (num_frames - 16) // 10 + 1
-    model = _load_tiny(tiny, "hf4")
+    # More frames than the table's 1024 need a model built for them (the original's input_tdim).
+    model = _load_tiny(tiny, "hf4", **({"target_frames": num_frames} if num_frames > 1024 else {}))
     state = tiny.ref.state_dict()
     pos_key = HF + "embeddings.position_embeddings"
     state[pos_key] = _reference_positions(state[pos_key], t)
-    ref = ASTForAudioClassification(
-        ASTConfig(**{**AST_TINY.arch, "max_length": num_frames}, num_labels=527)
-    ).eval()
+    ref = references.ast_model({**AST_TINY.arch, "max_length": num_frames})
     ref.load_state_dict(state)
     frames = torch.randn(2, 128, num_frames, generator=torch.Generator().manual_seed(num_frames)) * 0.5
     with torch.inference_mode():
@@ -360,6 +358,29 @@ def test_variable_length_follows_original_rule(tiny: SimpleNamespace, num_frames
     assert _rel(out.pooled, want.pooler_output) <= 1e-5
     ref_seq = want.last_hidden_state[:, 2:].reshape(2, 12, t, 32).transpose(1, 2).reshape(2, t * 12, 32)
     assert _rel(out.sequence, ref_seq) <= 1e-5
+
+
+def test_longer_input_raises_instead_of_being_cropped(tiny: SimpleNamespace) -> None:
+    """The front-end alone pads/crops to 1024 frames like the original loaders; the model refuses input beyond
+    them (10.26 s: frames of 400 samples every 160) instead of silently reading only the start."""
+    model = build_backbone("ast.tiny").eval()
+    assert (model.max_frames, model.max_samples) == (1024, 1023 * 160 + 400 + 159)
+    with torch.inference_mode():
+        assert model(noise(1, 164239)).grid == (101, 12)
+        with pytest.raises(
+            InputTooLongError,
+            match=r"ast\.tiny covers at most 10\.26 s of audio \(164239 samples at 16000 Hz\) with its position "
+            r"embeddings, got 30\.00 s \(480000 samples\)\. Crop the input, window it \(finetune's predict .*\), "
+            r"or build it for longer input, load_backbone\('ast\.tiny', target_frames=N\)",
+        ):
+            model(noise(1, 30 * SR))
+        with pytest.raises(InputTooLongError, match=r"got 151 token columns \(~15\.1 s; at most 101\)"):
+            model.encode(model.tokenize(torch.zeros(1, 128, 1516)))
+    unpadded = build_backbone("ast.tiny", target_frames=None)
+    assert unpadded.max_frames == 1024  # the stored table's length
+    longer = _load_tiny(tiny, "hf4", target_frames=3000)
+    with torch.inference_mode():
+        assert longer(noise(1, 30 * SR)).grid == (299, 12)
 
 
 def test_unpadded_frontend_and_streaming_token_reuse() -> None:

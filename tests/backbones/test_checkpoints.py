@@ -1,5 +1,5 @@
-"""Checkpoint resolution and reading: local files and directories, URLs (served from loopback), hub ids offline,
-checksums, caching, truncated or unsafe files, and strict loading's error message."""
+"""Checkpoint resolution: local files and directories, URLs (served from loopback), hub ids offline, checksums,
+caching, and which sources are files, hub ids or neither."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import pickle
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
-from backbones import get_pretrained_cfg
-from backbones.checkpoints import (
-    CheckpointError,
-    CheckpointMismatchError,
-    load_strict,
-    read_state_dict,
-    resolve_checkpoint,
-)
+from backbones import CheckpointError, get_pretrained_cfg
+from backbones.checkpoints import resolve_checkpoint
+from backbones.state_dict import read_state_dict
 
 CFG = get_pretrained_cfg("cnn14.tiny")
 
@@ -55,7 +49,9 @@ def test_local_file_and_hf_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds none of model.safetensors, pytorch_model.bin"):
         resolve_checkpoint(tmp_path / "empty", CFG)
-    with pytest.raises(CheckpointError, match="neither an existing file/directory, a URL nor a hub id"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint file .*missing\.pth for cnn14\.tiny does not exist"
+    ):
         resolve_checkpoint(tmp_path / "missing.pth", CFG)
 
 
@@ -89,38 +85,43 @@ def test_unreachable_url_and_offline_hub_say_how_to_pass_a_local_path(served):
         resolve_checkpoint("pretrained", CFG)
 
 
-class _Evil:
-    def __reduce__(self):  # would run code when unpickled
-        return (print, ("pwned",))
+@pytest.mark.parametrize(
+    "hub_id", ["MIT/ast-finetuned-audioset-10-10-0.4593", "owner/name.v2", "some_one/model-x"]
+)
+def test_hub_ids_with_dots_reach_the_hub(hub_id: str) -> None:
+    """Dots are allowed in hub names: the registry's own AST id is a hub id, not a file with extension .4593.
+    The tests run offline, so reaching the hub ends in its offline error, which names the repository."""
+    with pytest.raises(
+        CheckpointError,
+        match=rf"Hugging Face hub \({re.escape(hub_id)}\) \(there is no local file or directory '{re.escape(hub_id)}'",
+    ):
+        resolve_checkpoint(hub_id, CFG)
 
 
-def test_read_state_dict_refuses_unsafe_truncated_and_empty_files(tmp_path):
-    evil = tmp_path / "evil.pth"
-    with open(evil, "wb") as f:
-        pickle.dump({"model": _Evil()}, f, protocol=2)
-    with pytest.raises(CheckpointError, match="only tensors are read, never arbitrary pickled objects"):
-        read_state_dict(evil)
-    good = tmp_path / "good.pth"
-    torch.save({"model": {"w": torch.ones(3)}, "iteration": 5}, good)
-    assert set(read_state_dict(good)) == {"w"}
-    truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="could not read checkpoint .*truncated"):
-        read_state_dict(truncated)
-    torch.save({"iteration": 3}, tmp_path / "no_tensors.pth")
-    with pytest.raises(CheckpointError, match="holds no tensors"):
-        read_state_dict(tmp_path / "no_tensors.pth")
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "owner/model.pth",
+            r"checkpoint file owner/model\.pth for cnn14\.tiny does not exist; check the path",
+        ),
+        ("weights.safetensors", r"checkpoint file weights\.safetensors .* does not exist"),
+        ("runs/x/model.bin", r"checkpoint file runs/x/model\.bin .* does not exist"),
+        ("a/b/c", r"'a/b/c' for cnn14\.tiny is neither an existing file/directory, a URL nor a hub id"),
+        ("bad--name/x", r"'bad--name/x' .* is neither"),
+        ("./rel/x", r"'\./rel/x' .* is neither"),
+        ("", r"empty checkpoint source for cnn14\.tiny: pass a file"),
+        ("   ", r"empty checkpoint source"),
+    ],
+)
+def test_sources_that_are_not_hub_ids(source: str, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        resolve_checkpoint(source, CFG)
 
 
-def test_load_strict_lists_every_problem():
-    module = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
-    state = {k: v.clone() for k, v in module.state_dict().items() if "num_batches" not in k}
-    load_strict(module, state, "test format", "toy")  # num_batches_tracked may be absent
-    state["0.weight"] = torch.zeros(4, 2)
-    state["extra.weight"] = torch.zeros(1)
-    del state["1.bias"]
-    with pytest.raises(CheckpointMismatchError) as err:
-        load_strict(module, state, "test format", "toy")
-    msg = str(err.value)
-    assert "detected format: test format" in msg and "missing keys (1): 1.bias" in msg
-    assert "unexpected keys (1): extra.weight" in msg and "0.weight: checkpoint [4, 2] vs model [3, 2]" in msg
+def test_empty_source_is_not_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_file({"a": torch.ones(2)}, "model.safetensors")  # "" would have resolved to ./model.safetensors
+    assert resolve_checkpoint(".", CFG) == Path("model.safetensors")
+    with pytest.raises(CheckpointError, match="empty checkpoint source"):
+        resolve_checkpoint("", CFG)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from backbones import (
     CheckpointError,
@@ -19,11 +20,13 @@ from backbones import (
     load_backbone,
 )
 from backbones.cnn14 import _drop_stripes
+from backbones.frontends import PannsLogMel
+from eval import references
 from tests.audio_signals import music, noise, sweep
 
 REF_ARGS = {
-    32000: {"sample_rate": 32000, "window_size": 1024, "hop_size": 320, "fmax": 14000},
-    16000: {"sample_rate": 16000, "window_size": 512, "hop_size": 160, "fmax": 8000},
+    32000: {"sample_rate": 32000, "n_fft": 1024, "hop_length": 320, "f_max": 14000.0},
+    16000: {"sample_rate": 16000, "n_fft": 512, "hop_length": 160, "f_max": 8000.0},
 }
 FRONTEND_KEYS = (
     "spectrogram_extractor.stft.conv_real.weight",
@@ -54,22 +57,9 @@ def jitter_(state: dict[str, torch.Tensor], seed: int) -> None:
             value.add_(noise_ * (0.2 * spread if spread > 0 else 0.1))
 
 
-def torchlibrosa_frontend(sample_rate: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """CNN14's reference front-end (Spectrogram, LogmelFilterBank) for ``sample_rate``."""
-    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
-
-    a = REF_ARGS[sample_rate]
-    spec = Spectrogram(n_fft=a["window_size"], hop_length=a["hop_size"], freeze_parameters=True)
-    mel = LogmelFilterBank(
-        sr=sample_rate, n_fft=a["window_size"], n_mels=64, fmin=50, fmax=a["fmax"], top_db=None
-    )
-    return spec, mel
-
-
 def official_tensors(sample_rate: int) -> dict[str, torch.Tensor]:
     """The frozen STFT and mel tensors a PANNs file stores."""
-    spec, mel = torchlibrosa_frontend(sample_rate)
-    return dict(zip(FRONTEND_KEYS, (spec.stft.conv_real.weight, spec.stft.conv_imag.weight, mel.melW)))
+    return dict(zip(FRONTEND_KEYS, references.TorchlibrosaLogmel(**REF_ARGS[sample_rate]).stored_tensors()))
 
 
 def official_state(model: torch.nn.Module, sample_rate: int = 32000) -> dict[str, torch.Tensor]:
@@ -96,12 +86,10 @@ def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 @pytest.fixture(scope="module")
 def reference_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[Path, torch.nn.Module]]:
     """Full-size panns_inference Cnn14 at 32 and 16 kHz, jittered, saved as ``{'model': ..., 'iteration': 0}``."""
-    from panns_inference.models import Cnn14 as RefCnn14
-
     out = {}
     for seed, sr in enumerate((32000, 16000)):
         torch.manual_seed(seed)
-        ref = RefCnn14(mel_bins=64, fmin=50, classes_num=527, **REF_ARGS[sr]).eval()
+        ref = references.panns_cnn14(**REF_ARGS[sr])
         jitter_(ref.state_dict(), seed=seed + 10)
         path = tmp_path_factory.mktemp("cnn14") / f"ref_{sr}.pth"
         torch.save({"model": ref.state_dict(), "iteration": 0}, path)
@@ -183,16 +171,14 @@ def test_tiny_round_trip_through_official_file(tiny_file: tuple[Path, dict]) -> 
     for key, value in bb.state_dict().items():
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(value, state[key]), key
-    spec, mel = torchlibrosa_frontend(32000)
+    ref = references.TorchlibrosaLogmel(**REF_ARGS[32000])
     with torch.no_grad():
-        for param, key in zip(
-            (spec.stft.conv_real.weight, spec.stft.conv_imag.weight, mel.melW), FRONTEND_KEYS
-        ):
+        for param, key in zip(ref.stored_tensors(), FRONTEND_KEYS):
             param.copy_(state[key])
     wave = music(1, 32000, 32000)
     default = build_backbone("cnn14.tiny").eval()
     with torch.inference_mode():
-        expected = mel(spec(wave))[:, 0].mT
+        expected = ref(wave)
         assert rel_err(bb.frontend(wave), expected) <= 1e-5  # frames from the stored (jittered) tensors...
         assert (default.frontend(wave) - expected).abs().max() > 0.01  # ...which differ from computed ones
 
@@ -268,8 +254,84 @@ def test_other_panns_architecture_and_garbage(tiny_file: tuple[Path, dict], tmp_
 
 
 def test_unknown_option_is_rejected() -> None:
-    with pytest.raises(TypeError, match=r"unknown options \['patchout'\]"):
+    with pytest.raises(TypeError, match=r"cnn14\.tiny: unknown option\(s\) \['patchout'\]; accepted: .*dft"):
         build_backbone("cnn14.tiny", patchout=(0, 0))
+    with pytest.raises(
+        TypeError,
+        match=r"unknown option\(s\) \['spec_augmnet'\] \(did you mean 'spec_augmnet' -> 'spec_augment'\?\); "
+        r"accepted: amin, cmvn, compression, dft, dropout, embed_dropout, f_max, f_min, freq_mask, hop_length, "
+        r"keep_pretrained_head, mask_stripes, n_fft, n_mels, pcen_bias, pcen_eps, pcen_gain, pcen_power, "
+        r"pcen_time_constant, sample_rate, spec_augment, time_mask, widths$",
+    ):
+        build_backbone("cnn14.tiny", spec_augmnet=True)
+
+
+def test_every_frontend_option_is_an_override(tiny_file: tuple[Path, dict]) -> None:
+    """The README's faster PANNs front-end (``dft="fft"``) and the PCEN settings reach the front-end, are
+    recorded in the config, and loading weights keeps the chosen DFT."""
+    fast = load_backbone("cnn14.tiny", checkpoint=tiny_file[0], dft="fft")
+    assert fast.frontend.dft == "fft" and not fast.frontend.official_tensors
+    assert fast.pretrained_cfg.frontend["dft"] == "fft"
+    wave = music(1, 32000, 32000, seed=3)
+    cfg = get_pretrained_cfg("cnn14.tiny")
+    with torch.inference_mode():
+        assert torch.equal(fast.frontend(wave), PannsLogMel(**cfg.frontend, dft="fft")(wave))
+    exact = load_backbone("cnn14.tiny", checkpoint=tiny_file[0])
+    assert exact.frontend.dft == "matrix" and exact.frontend.official_tensors
+    pcen = build_backbone("cnn14.tiny", compression="pcen", pcen_gain=0.8).frontend
+    assert pcen.compression == "pcen" and pcen.pcen.gain == 0.8
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_own_state_dict_save_loads_back(suffix: str, tmp_path: Path) -> None:
+    """Our own saves lack the PANNs front-end tensors (non-persistent buffers): they load with the computed
+    front-end, and the model reproduces the saved one exactly."""
+    torch.manual_seed(0)
+    saved = build_backbone("cnn14.tiny", keep_pretrained_head=True).eval()
+    jitter_(saved.state_dict(), seed=3)  # state_dict() shares storage: this moves the model's own tensors
+    path = tmp_path / f"own{suffix}"
+    if suffix == ".pth":
+        torch.save(saved.state_dict(), path)
+    else:
+        save_file(saved.state_dict(), str(path))
+    loaded = load_backbone("cnn14.tiny", checkpoint=path, keep_pretrained_head=True)
+    assert not loaded.frontend.official_tensors
+    for key, value in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    wave = music(2, 48000, 32000, seed=9)
+    with torch.inference_mode():
+        assert torch.equal(loaded(wave).logits, saved(wave).logits)
+
+
+def test_mismatches_are_all_listed_with_or_without_frontend_tensors(tiny_file: tuple[Path, dict]) -> None:
+    own = {k: v for k, v in tiny_file[1].items() if k not in FRONTEND_KEYS}  # as our own saves are
+    del own["conv_block2.conv1.weight"]
+    own["fc1.weight"] = torch.zeros(3, 3)
+    own["bogus.weight"] = torch.zeros(1)
+    model = build_backbone("cnn14.tiny", keep_pretrained_head=True)
+    with pytest.raises(CheckpointMismatchError) as info:
+        model.load_official_state_dict(own)
+    err = info.value
+    assert (err.missing, err.unexpected) == (["conv_block2.conv1.weight"], ["bogus.weight"])
+    assert err.mismatched == [("fc1.weight", (3, 3), (64, 64))]
+    # One front-end tensor of three: the other two are listed with everything else, not instead of it.
+    with pytest.raises(CheckpointMismatchError) as info:
+        model.load_official_state_dict({**own, FRONTEND_KEYS[2]: tiny_file[1][FRONTEND_KEYS[2]]})
+    err = info.value
+    assert err.missing == ["conv_block2.conv1.weight", *FRONTEND_KEYS[:2]] and err.unexpected == [
+        "bogus.weight"
+    ]
+    assert err.mismatched == [("fc1.weight", (3, 3), (64, 64))]
+    assert "missing keys (3): conv_block2.conv1.weight, spectrogram_extractor.stft.conv_real.weight" in str(
+        err
+    )
+
+
+def test_any_length_from_the_minimum_on() -> None:
+    bb = build_backbone("cnn14.tiny").eval()
+    assert bb.max_frames is None and bb.max_samples is None and bb.max_seconds is None
+    with torch.inference_mode():
+        assert bb(noise(1, 40 * 32000, seed=4)).grid == (4001 // 32, 1)
 
 
 def test_minimum_length() -> None:

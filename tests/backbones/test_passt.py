@@ -3,16 +3,13 @@
 output contract.
 
 hear21passt prints on its first forward and in its constructors, warns about input sizes, and draws from the
-global RNG even in eval; the helpers below silence the first two and the tests never depend on the third.
+global RNG even in eval; ``references.quiet`` silences the first two and the tests never depend on the third.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,12 +19,14 @@ from torch import nn
 from backbones import (
     CheckpointError,
     CheckpointMismatchError,
+    InputTooLongError,
     build_backbone,
     get_pretrained_cfg,
     list_backbones,
     load_backbone,
 )
 from backbones.passt import PASST_CFGS, build_passt
+from eval import references
 from tests.audio_signals import music, noise, sweep
 
 SR = 32000
@@ -45,13 +44,6 @@ REFERENCE = {
 }
 
 
-@contextlib.contextmanager
-def _quiet():
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _jitter(model: nn.Module, seed: int) -> None:
     """Move every tensor away from its init value so nothing agrees by accident."""
     g = torch.Generator().manual_seed(seed)
@@ -62,29 +54,16 @@ def _jitter(model: nn.Module, seed: int) -> None:
 
 def _reference(name: str, tiny: bool = False, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """hear21passt's (mel, net) for ``name``, eval mode, jittered weights; ``tiny`` shrinks the width."""
-    from hear21passt.models.passt import PaSST, get_model
-    from hear21passt.models.preprocess import AugmentMelSTFT
-
     arch, tdim, stride, hop = REFERENCE[name]
     torch.manual_seed(seed)
-    with _quiet():
-        # as hear21passt's get_basic_model configures it
-        mel = AugmentMelSTFT(n_mels=128, sr=SR, win_length=800, hopsize=hop, n_fft=1024, freqm=48, timem=192,
-                             htk=False, fmin=0.0, fmax=None, norm=1, fmin_aug_range=10,
-                             fmax_aug_range=2000)  # fmt: skip
-        if tiny:
-            # the class get_model instantiates, with the same arguments except width and depth
-            net = PaSST(img_size=(128, tdim), patch_size=16, stride=(stride, stride), in_chans=1,
-                        num_classes=527, distilled=True, **TINY)  # fmt: skip
-        else:
-            net = get_model(arch=arch, pretrained=False, n_classes=527, in_channels=1, fstride=stride,
-                            tstride=stride, input_fdim=128, input_tdim=tdim)  # fmt: skip
+    mel = references.passt_mel(hop_length=hop)
+    net = references.passt_model(arch, input_tdim=tdim, stride=stride, size=TINY if tiny else None)
     _jitter(net, seed)
-    return mel.eval(), net.eval()
+    return mel, net
 
 
 def _ref_forward(mel: nn.Module, net: nn.Module, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with _quiet(), torch.no_grad():
+    with references.quiet(), torch.no_grad():
         return net(mel(wave).unsqueeze(1))  # (logits, features)
 
 
@@ -199,10 +178,7 @@ def test_full_size_variant_shapes(name: str) -> None:
 
 
 def test_full_size_20s_key_layout_matches_get_model() -> None:
-    from hear21passt.models.passt import get_model
-
-    with _quiet():
-        net = get_model(arch="passt_20sec", pretrained=False, n_classes=527, input_tdim=2000)
+    net = references.passt_model("passt_20sec", input_tdim=2000)
     with torch.device("meta"):
         ours = build_backbone("passt_s.audioset_20s", keep_pretrained_head=True)
     want = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("head_dist.")}
@@ -239,7 +215,7 @@ def test_structured_patchout_matches_reference_in_train_mode(tmp_path: Path) -> 
     net.s_patchout_t, net.s_patchout_f = 40, 4
     ours = load_backbone("passt_s.audioset_swa", checkpoint=_save(net, tmp_path / "w.pt", False),
                          keep_pretrained_head=True, patchout=(40, 4), **TINY)  # fmt: skip
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), references.quiet():
         frames = mel(_clips(10.0, seed=7))
         tokens = ours.tokenize(frames)
         ours.train(), net.train()
@@ -295,10 +271,23 @@ def test_input_length_limits() -> None:
     model = build_backbone("passt_s.tiny").eval()
     with torch.no_grad():
         assert model(noise(1, int(10.05 * SR))).grid == (99, 12)
+        assert model.max_samples == int(10.05 * SR) == 321600
         with pytest.raises(
-            ValueError, match=r"at most 10\.05 s.*passt_s\.audioset_20s / passt_s\.audioset_30s"
+            InputTooLongError,
+            match=r"passt_s\.tiny covers at most 10\.05 s of audio \(321600 samples at 32000 Hz\) with its position "
+            r"embeddings, got 10\.05 s \(321601 samples\)\. Crop the input, window it .* or use "
+            r"passt_s\.audioset_20s / passt_s\.audioset_30s, trained on longer clips\.",
         ):
-            model(noise(1, int(10.2 * SR)))
+            model(noise(1, 321601))
+        tokens = model.tokenize(model.frontend(noise(1, int(10.2 * SR))))
+        with pytest.raises(InputTooLongError, match=r"got 101 token columns \(~10\.1 s; at most 99\)"):
+            model.encode(tokens)
+    longest = build_backbone("passt_s.audioset_30s", **TINY).eval()
+    with pytest.raises(
+        InputTooLongError, match=r"at most 30\.15 s .* or use a variant trained on longer clips\."
+    ):
+        longest(noise(1, int(30.2 * SR)))
+    with torch.no_grad():
         with pytest.raises(ValueError, match="needs at least 16 frames"):
             model(noise(1, 4000))
         with pytest.raises(ValueError, match=r"expected frames \[B, 128, T\]"):
