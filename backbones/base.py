@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .config import ConfigError, did_you_mean
 from .frontends import MelFrontend
 from .pretrained import PretrainedCfg
 from .state_dict import load_strict
@@ -214,22 +215,16 @@ class Backbone(nn.Module):
 
 
 def check_options(owner: str, given: Iterable[str], accepted: Iterable[str]) -> None:
-    """Reject keyword options not in ``accepted``, naming what is accepted and the closest names.
+    """Reject keyword options not in ``accepted``, naming each with the closest accepted name and listing all.
 
     Raises:
-        TypeError: some of ``given`` are unknown.
+        ConfigError: some of ``given`` are unknown.
     """
     accepted = sorted(set(accepted))
     unknown = sorted(set(given) - set(accepted))
-    if not unknown:
-        return
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, accepted, n=1)
-        if close:
-            hints.append(f"{key!r} -> {close[0]!r}")
-    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-    raise TypeError(f"{owner}: unknown option(s) {unknown}{hint}; accepted: {', '.join(accepted)}")
+    if unknown:
+        named = ", ".join(f"{key!r}{did_you_mean(key, accepted)}" for key in unknown)
+        raise ConfigError(f"{owner}: unknown option(s) {named}; accepted: {', '.join(accepted)}")
 
 
 Builder = Callable[..., Backbone]

@@ -2,8 +2,7 @@
 
 Downloads land in a cache directory (``$MUSICFT_CACHE``, default ``~/.cache/musicft``) under their final name
 only once complete, and are verified against the config's sha256 when known. Reading and loading the file's
-tensors is :mod:`backbones.state_dict`'s job; its public names are re-exported here, where callers have always
-found them.
+tensors is :mod:`backbones.state_dict`'s job.
 """
 
 from __future__ import annotations
@@ -18,16 +17,9 @@ import urllib.request
 from pathlib import Path
 
 from .pretrained import PretrainedCfg
-from .state_dict import CheckpointError, CheckpointMismatchError, load_strict, read_state_dict
+from .state_dict import CheckpointError
 
-__all__ = [
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "cache_dir",
-    "resolve_checkpoint",
-    "read_state_dict",
-    "load_strict",
-]
+__all__ = ["cache_dir", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ tools that read the file, and loading checks that they still agree instead of ig
 Errors. A ``config.json`` that is not JSON, not a JSON object, lacks a key or holds a wrong type, a copy that
 disagrees with its source, and a weights file that safetensors cannot read (truncated or damaged) raise
 :class:`SavedModelError`, a ``ValueError`` whose message names the file and what to fix. Weights whose keys or
-shapes do not fit the rebuilt model raise :class:`backbones.checkpoints.CheckpointMismatchError`.
+shapes do not fit the rebuilt model raise :class:`backbones.state_dict.CheckpointMismatchError`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from backbones import Backbone, get_pretrained_cfg, list_backbones, load_backbone
-from backbones.checkpoints import CheckpointMismatchError, load_strict
+from backbones.state_dict import CheckpointMismatchError, load_strict
 from heads import build_head
 
 from .lora import LoraSettings, lora_layers, merged_state_dict

@@ -17,7 +17,7 @@ from torch import nn
 import backbones.base as base_module
 from backbones import Backbone, BackboneOutput, PretrainedCfg, build_backbone
 from backbones.base import register_backbone
-from backbones.checkpoints import CheckpointMismatchError
+from backbones.state_dict import CheckpointMismatchError
 from finetune import AudioModel, build_model
 from finetune.model import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME
 from finetune.serialization import SavedModelError
