@@ -25,6 +25,7 @@ from backbones import Backbone, BackboneOutput, load_backbone
 from heads import Head, Task, build_head, head_config_class
 
 from . import serialization
+from .calibration import Calibration, CalibrationError
 from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
 from .serialization import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME, cfg_overrides
 
@@ -128,6 +129,7 @@ class AudioModel(nn.Module):
         self.lora_modules = apply_lora(backbone, lora) if lora is not None else []
         self.freeze_mode = freeze
         self._premerge_weights: dict[str, Tensor] | None = None
+        self._calibration: Calibration | None = None
         self.eval()  # built in eval mode, like load_backbone; call .train() to train
         self.set_freeze(freeze)
 
@@ -144,6 +146,36 @@ class AudioModel(nn.Module):
     def task(self) -> Task:
         """What the outputs mean (the head's task): output field, targets, metrics (:mod:`heads.tasks`)."""
         return self.head.task
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The post-hoc logit correction applied by :meth:`probabilities` (saved as ``calibration.json``)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, calibration: Calibration | None) -> None:
+        if calibration is not None:
+            if calibration.task != self.task.name or calibration.num_classes != len(self.labels):
+                raise CalibrationError(
+                    f"a {calibration.task} calibration for {calibration.num_classes} classes does not fit this "
+                    f"{self.task.name} model with {len(self.labels)} outputs"
+                )
+            if calibration.labels is not None and tuple(calibration.labels) != self.labels:
+                raise CalibrationError(
+                    f"the calibration was fitted for classes {list(calibration.labels)}, the model has "
+                    f"{list(self.labels)}; fit it again for this model"
+                )
+        self._calibration = calibration
+
+    def probabilities(self, predictions: Tensor) -> Tensor:
+        """What users read: calibrated class probabilities (softmax or sigmoid by task, after
+        :attr:`calibration` when one is set), or the ratings themselves for a rating head.
+
+        Shapes: [..., C] -> [..., C].
+        """
+        if self._calibration is not None:
+            return self._calibration.probabilities(predictions)
+        return self.task.probabilities(predictions)
 
     def set_freeze(self, freeze: str) -> None:
         """Change which backbone parameters train (see the class docstring); the head always trains."""

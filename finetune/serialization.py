@@ -41,6 +41,7 @@ from backbones import Backbone, get_pretrained_cfg, list_backbones, load_backbon
 from backbones.state_dict import CheckpointMismatchError, load_strict
 from heads import build_head
 
+from .calibration import CALIBRATION_NAME, Calibration
 from .lora import LoraSettings, lora_layers, merged_state_dict
 
 if TYPE_CHECKING:
@@ -219,6 +220,10 @@ def save_pretrained(
         metadata={"format": "pt"},
     )
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    stale_calibration = out / CALIBRATION_NAME
+    stale_calibration.unlink(missing_ok=True)  # a calibration fitted for other weights must not survive
+    if model.calibration is not None:
+        model.calibration.save(out)
     return out
 
 
@@ -432,6 +437,7 @@ def load_pretrained(
     lora = LoraSettings.from_dict(config["lora"]) if config["lora"] is not None else None
     model = model_cls(backbone, head, lora=lora, freeze=config["freeze"], backbone_overrides=overrides)
     _check_copies(config, model, path / CONFIG_NAME)
+    model.calibration = Calibration.load(path)
     if adapter:
         _load_adapter_state(model, state, config.get("base_fingerprint"), path)
     else:

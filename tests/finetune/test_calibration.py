@@ -122,3 +122,25 @@ def test_bad_inputs_are_refused_with_what_to_fix() -> None:
         Calibration("single_label", 2, temperature=0.0)
     with pytest.raises(CalibrationError, match="fitted for 2 classes, got logits with 3"):
         Calibration("single_label", 2).apply(torch.zeros(1, 3))
+
+
+def test_model_probabilities_use_a_calibration_saved_and_loaded_with_the_model(tmp_path: Path) -> None:
+    from finetune import AudioModel, build_model
+
+    model = build_model("cnn14.tiny", head="linear", num_outputs=3, labels=["a", "b", "c"])
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    assert torch.equal(model.probabilities(logits), logits.softmax(-1))
+    cal = Calibration("single_label", 3, temperature=2.0, labels=("a", "b", "c"))
+    model.calibration = cal
+    torch.testing.assert_close(model.probabilities(logits), (logits / 2).softmax(-1), rtol=0, atol=0)
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / CALIBRATION_NAME).is_file()
+    loaded = AudioModel.from_pretrained(tmp_path / "m")
+    assert loaded.calibration == cal
+    model.calibration = None
+    model.save_pretrained(tmp_path / "m")  # a stale calibration.json never survives a save without one
+    assert not (tmp_path / "m" / CALIBRATION_NAME).exists()
+    with pytest.raises(CalibrationError, match=r"fitted for classes \['x', 'b', 'c'\], the model has"):
+        model.calibration = Calibration("single_label", 3, labels=("x", "b", "c"))
+    with pytest.raises(CalibrationError, match="multi_label calibration for 3 classes does not fit"):
+        model.calibration = Calibration("multi_label", 3)
