@@ -68,12 +68,15 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def write_result(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Write ``payload`` plus the machine description as ``<out_dir>/<name>-<device>.json``."""
+def write_result(
+    name: str, payload: dict[str, Any], out_dir: Path | None = None, suffix: str | None = None
+) -> Path:
+    """Write ``payload`` plus the machine description as ``<out_dir>/<name>-<suffix>.json`` (the suffix is the
+    device kind, ``cpu`` or ``cuda``, unless given)."""
     out_dir = Path(out_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
-    device = "cuda" if machine["device"] != "cpu" else "cpu"
+    device = suffix or ("cuda" if machine["device"] != "cpu" else "cpu")
     path = out_dir / f"{name}-{device}.json"
     payload = {
         "benchmark": name,
