@@ -3,9 +3,11 @@ signal a cluster scheduler sends before it preempts a job.
 
 Loss: every step's loss goes into :class:`LossWatch`. A logged ``loss`` is the mean over the steps since the
 previous record (one batch's loss is too noisy to read). A value *explodes* when it is above
-:data:`EXPLOSION_FACTOR` times the median of the losses logged before it; a checkpoint is *good* when the mean
-loss of the steps since the previous checkpoint is finite and does not explode. The loop records the last good
-checkpoint and names it when the loss becomes NaN or Inf (:class:`TrainingDivergedError`).
+:data:`EXPLOSION_FACTOR` times the running median of the per-step losses (all steps so far: the median stays
+at the healthy level until half of the run has blown up, where a mean or a median of a few interval means
+would follow the explosion); a checkpoint is *good* when the mean loss of the steps since the previous
+checkpoint is finite and does not explode. The loop records the last good checkpoint and names it when the
+loss becomes NaN or Inf (:class:`TrainingDivergedError`).
 
 Stopping: inside :class:`StopSignal`, SIGTERM (what SLURM, Kubernetes and other schedulers send before they kill
 a job) only sets a flag; the loop saves a checkpoint at the next step boundary and raises
@@ -70,11 +72,11 @@ class LossWatch:
     """Per-step training losses -> interval means for the log, and whether a checkpoint's loss is good.
 
     Args:
-        logged: the losses logged so far (from a resumed run's history), for the running median.
+        history: losses of earlier steps (a resumed run passes its logged interval means), for the median.
     """
 
-    def __init__(self, logged: Iterable[float] = ()) -> None:
-        self._logged = [v for v in logged if math.isfinite(v)]
+    def __init__(self, history: Iterable[float] = ()) -> None:
+        self._steps = [v for v in history if math.isfinite(v)]
         self._since_log: list[float] = []
         self._since_save: list[float] = []
 
@@ -82,13 +84,13 @@ class LossWatch:
         """Record one optimizer step's loss."""
         self._since_log.append(loss)
         self._since_save.append(loss)
+        if math.isfinite(loss):
+            self._steps.append(loss)
 
     def log_value(self) -> float:
         """Mean loss over the steps since the previous call (the logged ``loss``); starts a new interval."""
         value = _mean(self._since_log)
         self._since_log = []
-        if math.isfinite(value):
-            self._logged.append(value)
         return value
 
     def save_value(self) -> float:
@@ -98,8 +100,8 @@ class LossWatch:
         return value
 
     def explodes(self, value: float) -> bool:
-        """Whether ``value`` is above :data:`EXPLOSION_FACTOR` x the median of the losses logged so far."""
-        return bool(self._logged) and value > EXPLOSION_FACTOR * statistics.median(self._logged)
+        """Whether ``value`` is above :data:`EXPLOSION_FACTOR` x the median of the step losses so far."""
+        return bool(self._steps) and value > EXPLOSION_FACTOR * statistics.median(self._steps)
 
     def is_good(self, value: float) -> bool:
         """Finite and not exploding."""
@@ -132,22 +134,21 @@ def divergence_message(
     )
     checkpoints = list_checkpoints(root)
     good = Path(root) / f"step_{last_good_step}"
-    if last_good_step is None or good not in checkpoints:
+    if last_good_step is not None and good in checkpoints:
+        loss_there = read_state(good / STATE_FILE).train_loss
+        text += f" The last good checkpoint is {good} (mean training loss {loss_there:.4g})"
+        later, which = checkpoints[checkpoints.index(good) + 1 :], "the later ones"
+    else:
         text += (
             f" No good checkpoint was written (finite mean loss, at most {EXPLOSION_FACTOR:g}x the running "
-            "median)."
+            "median of the step losses)"
         )
-    else:
-        text += f" The last good checkpoint is {good} (mean training loss {read_state(good / STATE_FILE).train_loss:.4g})"
-        later = [
-            (p.name, read_state(p / STATE_FILE).train_loss)
-            for p in checkpoints[checkpoints.index(good) + 1 :]
-        ]
-        if later:
-            text += "; the loss had already exploded in the later ones: " + ", ".join(
-                f"{name} ({'n/a' if v is None else f'{v:.3g}'})" for name, v in later
-            )
-        text += "."
+        later, which = checkpoints, "those written"
+    if later:
+        losses = [read_state(p / STATE_FILE).train_loss for p in later]
+        text += f"; the loss had already exploded in {which}: "
+        text += ", ".join(f"{p.name} ({'n/a' if v is None else f'{v:.3g}'})" for p, v in zip(later, losses))
+    text += "."
     fixes = [f"lower the learning rate (train.lr, e.g. {lr / 10:g})"]
     if max_grad_norm is None:
         fixes.append("clip gradients (train.max_grad_norm=1.0)")

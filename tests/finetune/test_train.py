@@ -182,10 +182,10 @@ class _ScaledCollate(_CropCollate):
         return batch
 
 
-def _diverge(tmp, factors, max_grad_norm=1.0):
+def _diverge(tmp, factors, max_grad_norm=1.0, save_every=2):
     torch.manual_seed(0)
     cfg = TrainConfig(
-        output_dir=str(tmp), max_steps=20, batch_size=4, lr=1e-3, save_every=2, keep_checkpoints=1,
+        output_dir=str(tmp), max_steps=20, batch_size=4, lr=1e-3, save_every=save_every, keep_checkpoints=1,
         log_every=1, progress=False, warmup_ratio=0.0, max_grad_norm=max_grad_norm,
     )  # fmt: skip
     train(_Linear(), _Tones(80, 0), None, cfg, _ScaledCollate(factors))
@@ -217,15 +217,24 @@ def test_divergence_names_the_last_good_checkpoint_and_what_the_run_had(tmp_path
     )
 
 
-def test_divergence_without_clipping_or_checkpoint_says_so(tmp_path):
+def test_divergence_without_clipping_or_good_checkpoint_says_so(tmp_path):
     with pytest.raises(
         TrainingDivergedError,
-        match=r"^the training loss is nan at step 1; stopping\. This run had learning rate 0\.001 \(0\.001 at this "
-        r"step\) and gradient clipping off\. No good checkpoint was written \(finite mean loss, at most 100x the "
-        r"running median\)\. To fix: lower the learning rate \(train\.lr, e\.g\. 0\.0001\) and clip gradients "
-        r"\(train\.max_grad_norm=1\.0\), then start over",
+        match=r"^the training loss is nan at step 1; stopping\. This run had learning rate 0\.001 \(0\.001 at "
+        r"this step\) and gradient clipping off\. No good checkpoint was written \(finite mean loss, at most 100x "
+        r"the running median of the step losses\)\. To fix: lower the learning rate \(train\.lr, e\.g\. 0\.0001\) "
+        r"and clip gradients \(train\.max_grad_norm=1\.0\), then start over",
     ):
-        _diverge(tmp_path, {1: float("nan")}, max_grad_norm=None)
+        _diverge(tmp_path / "a", {1: float("nan")}, max_grad_norm=None)
+    # step 4 explodes: the one checkpoint, step_4, is not good, and the message says so
+    with pytest.raises(TrainingDivergedError) as info:
+        _diverge(tmp_path / "b", {4: 1e6, 5: float("nan")}, save_every=4)
+    state = read_state(tmp_path / "b" / "checkpoints" / "step_4" / "trainer_state.json")
+    assert state.last_good_step is None
+    assert (
+        "the running median of the step losses); the loss had already exploded in those written: "
+        f"step_4 ({state.train_loss:.3g}). To fix"
+    ) in str(info.value)
 
 
 def test_training_learns_and_reports_metrics(tmp_path):
