@@ -103,9 +103,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     out = Path(cfg.train.output_dir)
     settings = run_settings(cfg)
     latest = (
-        resume_point(out / "checkpoints", {**settings, **cfg.train.resume_settings()})
-        if cfg.train.resume
-        else None
+        resume_point(out / "checkpoints", cfg.train.resume_settings(settings)) if cfg.train.resume else None
     )
     accelerator = accelerator or Accelerator(
         mixed_precision=cfg.train.mixed_precision,

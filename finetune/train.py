@@ -130,9 +130,12 @@ class TrainConfig(StrictConfig):
                 if not ok(getattr(self, name)):
                     raise ConfigError(f"train.{name} {rule}, got {getattr(self, name)!r}")
 
-    def resume_settings(self) -> dict[str, Any]:
-        """The settings that shape training (all but :attr:`CHANGEABLE_ON_RESUME`) as ``train.<key>``."""
-        return {f"train.{k}": v for k, v in to_dict(self).items() if k not in self.CHANGEABLE_ON_RESUME}
+    def resume_settings(self, others: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What a checkpoint records and a resumed run must match: ``others`` (e.g. a recipe's model and data
+        sections) and this config's settings but :attr:`CHANGEABLE_ON_RESUME` (as ``train.<key>``), flat
+        (:func:`~finetune.checkpointing.flatten_settings`)."""
+        own = {k: v for k, v in to_dict(self).items() if k not in self.CHANGEABLE_ON_RESUME}
+        return {**flatten_settings(others or {}), **flatten_settings({"train": own})}
 
 
 @dataclass
@@ -197,7 +200,7 @@ def train(
     task.check_metric(metric)
     out_dir = Path(config.output_dir)
     ckpt_root = out_dir / "checkpoints"
-    expected = {**flatten_settings(settings or {}), **flatten_settings(config.resume_settings())}
+    expected = config.resume_settings(settings)
     latest = resume_point(ckpt_root, expected) if config.resume else None
     if latest is not None:
         saved_metric = read_state(latest / STATE_FILE).metric

@@ -15,7 +15,6 @@ from finetune.checkpointing import (
     STATE_FILE,
     ResumeMismatchError,
     TrainerState,
-    flatten_settings,
     write_state,
 )
 from finetune.config import RecipeConfig, load_config, to_dict
@@ -73,7 +72,7 @@ def _checkpoint_of(cfg: RecipeConfig, step: int = 2) -> Path:
     out = Path(cfg.train.output_dir)
     path = out / "checkpoints" / f"step_{step}"
     path.mkdir(parents=True)
-    settings = {**flatten_settings(recipe.run_settings(cfg)), **flatten_settings(cfg.train.resume_settings())}
+    settings = cfg.train.resume_settings(recipe.run_settings(cfg))
     write_state(path / STATE_FILE, TrainerState(step=step, settings=settings))
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return path
