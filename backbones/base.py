@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,6 +37,7 @@ __all__ = [
     "get_pretrained_cfg",
     "build_backbone",
     "check_options",
+    "as_input_tensor",
 ]
 
 
@@ -69,6 +71,32 @@ class NonFiniteInputError(ValueError):
     """The waveform holds NaN or Inf samples."""
 
 
+def as_input_tensor(value: object, name: str, device: torch.device) -> Tensor:
+    """``value`` (a tensor or numpy array of floats) as a tensor on ``device``; the public forward
+    passes call it, so numpy input works and a wrong kind of input gets a clear error instead of torch's.
+
+    The dtype is kept (each stage casts to what it computes in). Integer PCM is refused rather than guessed
+    at: its scale depends on the bit depth.
+
+    Raises:
+        TypeError: ``value`` is neither a tensor nor a numpy array, or does not hold floating-point numbers.
+    """
+    if isinstance(value, np.ndarray):
+        kind, floating = f"a numpy {value.dtype} array", np.issubdtype(value.dtype, np.floating)
+        integer = np.issubdtype(value.dtype, np.integer)
+    elif isinstance(value, Tensor):
+        kind, floating = f"a {value.dtype} tensor", value.is_floating_point()
+        integer = not (floating or value.is_complex() or value.dtype == torch.bool)
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(value).__name__}")
+    if not floating:
+        hint = " (integer audio samples: divide int16 PCM by 32768)" if integer else ""
+        raise TypeError(f"{name} must hold floating-point numbers, got {kind}{hint}")
+    # a writable C-ordered copy: arrays may be read-only or have negative strides, which torch refuses
+    tensor = torch.from_numpy(np.array(value, order="C")) if isinstance(value, np.ndarray) else value
+    return tensor.to(device)
+
+
 class Backbone(nn.Module):
     """Base class of the backbone adapters. Subclasses implement the three stages and the checkpoint remap.
 
@@ -88,6 +116,22 @@ class Backbone(nn.Module):
     def __init__(self, cfg: PretrainedCfg) -> None:
         super().__init__()
         self.pretrained_cfg = cfg
+
+    def _apply(self, fn: Callable[..., object], *args: object, **kwargs: object) -> Backbone:
+        """``.to()``, ``.half()``, ``.double()``, ``.cuda()``...: the front-end keeps computing in float32 (its
+        FFTs and filterbanks need it) and its frames are cast to the encoder's dtype in :meth:`forward`."""
+        super()._apply(fn, *args, **kwargs)
+        self.frontend.float()
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the encoder's parameters (``tokenize`` / ``encode``), which front-end frames are cast
+        to; the front-end itself always computes in float32."""
+        for name, param in self.named_parameters():
+            if not name.startswith("frontend.") and param.is_floating_point():
+                return param.dtype
+        return torch.float32
 
     @property
     def name(self) -> str:
@@ -131,27 +175,33 @@ class Backbone(nn.Module):
         """Global part: tokens from :meth:`tokenize` -> :class:`BackboneOutput`."""
         raise NotImplementedError
 
-    def forward(self, waveform: Tensor, output_hidden_states: bool = False) -> BackboneOutput:
+    def forward(self, waveform: Tensor | np.ndarray, output_hidden_states: bool = False) -> BackboneOutput:
         """Run the whole backbone on a batch of mono waveforms at :attr:`sample_rate`.
 
         Input length: models with learned time positions (AST, PaSST) take at most :attr:`max_samples` samples
         and raise :class:`InputTooLongError` beyond (never a silent crop); crop or window longer audio, or use
         a variant built for longer clips. Globally pooled models (CNN14) take any length above their minimum.
 
+        Input kind: a tensor or a numpy array of any float dtype, on any device; it is moved to the model's
+        device, the front-end computes in float32 and its frames are cast to :attr:`compute_dtype`, so a model
+        cast to bf16/fp16/fp64 takes float32 audio as it is.
+
         Shapes:
             waveform: [B, N] (or [N]) float in [-1, 1], finite.
 
         Raises:
+            TypeError: the waveform is not a tensor or numpy array of floats (see :func:`as_input_tensor`).
             NonFiniteInputError: the waveform holds NaN or Inf.
             InputTooLongError: N > :attr:`max_samples`.
         """
+        waveform = as_input_tensor(waveform, f"{self.name}: the waveform", self.device)
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         if waveform.dim() != 2:
             raise ValueError(
                 f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}"
             )
-        if waveform.is_floating_point() and not bool(torch.isfinite(waveform).all()):
+        if not bool(torch.isfinite(waveform).all()):
             bad = (~torch.isfinite(waveform)).any(dim=1).nonzero()[:, 0].tolist()
             raise NonFiniteInputError(
                 f"{self.name}: the waveform holds NaN or Inf samples (batch items {bad}); check the audio "
@@ -161,7 +211,14 @@ class Backbone(nn.Module):
         if limit is not None and waveform.shape[-1] > limit:
             n = waveform.shape[-1]
             raise self.input_too_long(f"{n / self.sample_rate:.2f} s ({n} samples)")
-        return self.encode(self.tokenize(self.frontend(waveform)), output_hidden_states=output_hidden_states)
+        frames = self.frontend(waveform).to(self.compute_dtype)
+        return self.encode(self.tokenize(frames), output_hidden_states=output_hidden_states)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (inputs are moved there)."""
+        tensor = next(self.parameters(), None)
+        return tensor.device if tensor is not None else next(self.buffers(), torch.empty(0)).device
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters grouped from input to output (stem, block 1, ..., block n, final norm/head) for layer-wise

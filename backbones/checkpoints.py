@@ -19,7 +19,7 @@ from pathlib import Path
 from .pretrained import PretrainedCfg
 from .state_dict import CheckpointError
 
-__all__ = ["cache_dir", "resolve_checkpoint"]
+__all__ = ["cache_dir", "check_checkpoint_source", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,44 @@ def _is_hub_id(source: str) -> bool:
     return True
 
 
+def check_checkpoint_source(source: str | os.PathLike[str], cfg: PretrainedCfg) -> str:
+    """Say what kind of source ``source`` is for ``cfg`` without downloading anything: ``"file"``,
+    ``"directory"``, ``"url"``, ``"hub"`` or ``"pretrained"`` (see :func:`resolve_checkpoint` for the rules), so
+    that a bad path fails before any work is done.
+
+    Raises:
+        CheckpointError: the source is empty, a missing file, a directory without weights, ``"pretrained"`` for a
+            config without released weights, or of no known kind.
+    """
+    src = os.fspath(source)
+    if not src.strip():
+        raise CheckpointError(
+            f"empty checkpoint source for {cfg.name}: pass a file, an HF-layout directory, a hub id "
+            "('owner/name'), an http(s) URL or 'pretrained' (checkpoint=None builds random weights)"
+        )
+    if src == "pretrained":
+        if cfg.hub_id is None and cfg.url is None:
+            raise CheckpointError(f"{cfg.name} has no released weights; pass a checkpoint file instead")
+        return "pretrained"
+    if src.startswith(("http://", "https://")):
+        return "url"
+    path = Path(src).expanduser()
+    if path.is_file():
+        return "file"
+    if path.is_dir():
+        if not any((path / candidate).is_file() for candidate in _DIR_CANDIDATES):
+            raise CheckpointError(f"directory {path} holds none of {', '.join(_DIR_CANDIDATES)}")
+        return "directory"
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        raise CheckpointError(f"checkpoint file {path} for {cfg.name} does not exist; check the path")
+    if _is_hub_id(src):
+        return "hub"
+    raise CheckpointError(
+        f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id "
+        "('owner/name'); check the path"
+    )
+
+
 def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Path:
     """Turn ``source`` into a local file: a file path, a directory (HF layout), an http(s) URL or a hub id.
 
@@ -120,32 +158,17 @@ def resolve_checkpoint(source: str | os.PathLike[str], cfg: PretrainedCfg) -> Pa
         CheckpointError: the source is empty, missing, unreachable or of no known kind.
     """
     src = os.fspath(source)
-    if not src.strip():
-        raise CheckpointError(
-            f"empty checkpoint source for {cfg.name}: pass a file, an HF-layout directory, a hub id "
-            "('owner/name'), an http(s) URL or 'pretrained' (checkpoint=None builds random weights)"
-        )
-    if src == "pretrained":
+    kind = check_checkpoint_source(src, cfg)
+    if kind == "pretrained":
         if cfg.hub_id is not None:
             return _hub_download(cfg.hub_id, cfg.name)
-        if cfg.url is not None:
-            return _download(cfg.url, cfg.sha256, cfg.name)
-        raise CheckpointError(f"{cfg.name} has no released weights; pass a checkpoint file instead")
-    if src.startswith(("http://", "https://")):
+        assert cfg.url is not None  # checked above
+        return _download(cfg.url, cfg.sha256, cfg.name)
+    if kind == "url":
         return _download(src, cfg.sha256 if src == cfg.url else None, cfg.name)
-    path = Path(src).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for candidate in _DIR_CANDIDATES:
-            if (path / candidate).is_file():
-                return path / candidate
-        raise CheckpointError(f"directory {path} holds none of {', '.join(_DIR_CANDIDATES)}")
-    if path.suffix.lower() in _FILE_SUFFIXES:
-        raise CheckpointError(f"checkpoint file {path} for {cfg.name} does not exist; check the path")
-    if _is_hub_id(src):
+    if kind == "hub":
         return _hub_download(src, cfg.name, user_given=True)
-    raise CheckpointError(
-        f"checkpoint {src!r} for {cfg.name} is neither an existing file/directory, a URL nor a hub id "
-        "('owner/name'); check the path"
-    )
+    path = Path(src).expanduser()
+    if kind == "directory":
+        return next(path / c for c in _DIR_CANDIDATES if (path / c).is_file())
+    return path

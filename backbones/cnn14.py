@@ -25,11 +25,12 @@ import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
+from .base import Backbone, BackboneOutput, PretrainedCfg, as_input_tensor, register_backbone
 from .frontends import PannsLogMel
 from .state_dict import CheckpointError
 
@@ -225,12 +226,13 @@ class Cnn14(Backbone):
     def _blocks(self) -> list[ConvBlock]:
         return [getattr(self, f"conv_block{k}") for k in range(1, self.num_layers + 1)]
 
-    def forward(self, waveform: Tensor, output_hidden_states: bool = False) -> BackboneOutput:
+    def forward(self, waveform: Tensor | np.ndarray, output_hidden_states: bool = False) -> BackboneOutput:
         """Run the whole backbone; see :meth:`Backbone.forward`.
 
         Shapes:
             waveform: [B, N] float in [-1, 1] at :attr:`sample_rate`, N >= :attr:`min_samples`.
         """
+        waveform = as_input_tensor(waveform, f"{self.name}: the waveform", self.device)
         if waveform.shape[-1] < self.min_samples:
             raise ValueError(
                 f"{self.name} needs at least {self.min_samples} samples "

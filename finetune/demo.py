@@ -26,14 +26,33 @@ __all__ = ["add_arguments", "demo_config", "run_demo", "sliding_window_timeline"
 DEMO_CONFIG = "demo.yaml"  # in the configs of the ``recipes`` package
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _existing_dir(text: str) -> str:
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory (pass the GTZAN root folder)")
+    return text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's options; those that can be checked on their own are checked as they are parsed."""
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument(
         "--backbone", help="registered backbone name, e.g. passt_s.audioset_swa (default: cnn14.tiny)"
     )
     p.add_argument("--checkpoint", help="backbone weights: local file/dir, hub id, URL or 'pretrained'")
-    p.add_argument("--data", help="a GTZAN root folder to use instead of the synthetic genres")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 400)")
+    p.add_argument(
+        "--data", type=_existing_dir, help="a GTZAN root folder to use instead of the synthetic genres"
+    )
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default 400)")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides (e.g. train.lr=1e-4)")
 
 
@@ -93,15 +112,18 @@ def demo_config(args: argparse.Namespace) -> RecipeConfig:
         overrides.append(f"model.checkpoint={args.checkpoint}")
     if args.data:  # a new data section: the synthetic set's keys do not apply to GTZAN
         overrides += ["data={name: gtzan, clip_seconds: 30.0}", f"data.root={args.data}"]
-    if args.steps:
+    if args.steps is not None:
         overrides.append(f"train.max_steps={args.steps}")
     return load_config(files("recipes") / "configs" / DEMO_CONFIG, overrides + list(args.overrides))
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .recipe import run_recipe
+    """Run the demo; the config is validated (:func:`finetune.recipe.validate_config`) before anything is
+    printed or built."""
+    from .recipe import run_recipe, validate_config
 
     cfg = demo_config(args)
+    validate_config(cfg)
     if cfg.model.checkpoint is None:
         print(
             f"Training {cfg.model.backbone} from random initialisation (no weights are downloaded in the demo).\n"

@@ -19,9 +19,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, load_backbone
+from backbones.base import as_input_tensor
 from heads import Head, Task, build_head, head_config_class
 
 from . import serialization
@@ -205,29 +208,36 @@ class AudioModel(nn.Module):
                     module.eval()
         return self
 
-    def compute_features(self, waveform: Tensor) -> Tensor:
-        """The backbone's front-end frames, to cache and pass back as ``features``.
+    def compute_features(self, waveform: Tensor | np.ndarray) -> Tensor:
+        """The backbone's front-end frames (float32), to cache and pass back as ``features``.
 
         Shapes:
-            waveform: [B, N] at :attr:`sample_rate` -> [B, n_mels, T].
+            waveform: [B, N] at :attr:`sample_rate` (a tensor or numpy array) -> [B, n_mels, T].
         """
-        return self.backbone.frontend(waveform)
+        return self.backbone.frontend(as_input_tensor(waveform, "waveform", self.backbone.device))
 
     def forward(
         self,
-        waveform: Tensor | None = None,
-        labels: Tensor | None = None,
-        features: Tensor | None = None,
+        waveform: Tensor | np.ndarray | None = None,
+        labels: Tensor | np.ndarray | None = None,
+        features: Tensor | np.ndarray | None = None,
         output_hidden_states: bool = False,
-        embeddings: Tensor | None = None,
+        embeddings: Tensor | np.ndarray | None = None,
     ) -> ModelOutput:
         """Predict (and score against ``labels``) from waveforms, precomputed front-end frames, or cached
         backbone ``pooled`` vectors (:mod:`finetune.embeddings`; heads with ``pooling="pooled"`` only).
+
+        Inputs may be tensors or numpy arrays of floats on any device: they are moved to the model's device and
+        cast to its weights' dtype (a bf16/fp16/fp64 model takes float32 input; see
+        :meth:`backbones.Backbone.forward`); numpy labels become tensors.
 
         Shapes:
             waveform: [B, N] at :attr:`sample_rate`; features: [B, n_mels, T] from :meth:`compute_features`;
             embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices, [B, C] multi-label,
             [B, n] ratings).
+
+        Raises:
+            TypeError: an input is not a tensor or numpy array of floats.
         """
         if sum(x is not None for x in (waveform, features, embeddings)) != 1:
             raise ValueError(
@@ -236,6 +246,8 @@ class AudioModel(nn.Module):
         if embeddings is not None:
             return self.forward_embeddings(embeddings, labels)
         if features is not None:
+            features = as_input_tensor(features, "features", self.backbone.device)
+            features = features.to(self.backbone.compute_dtype)
             if features.dim() != 3:
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
@@ -247,12 +259,23 @@ class AudioModel(nn.Module):
             backbone_output = self.backbone(waveform, output_hidden_states=output_hidden_states)
         pooled = self.head.pool(backbone_output)
         prediction = self.head.project(pooled)
-        loss = self.head.loss(prediction, labels) if labels is not None else None
         return ModelOutput(
-            **{self.head.output_field: prediction}, loss=loss, pooled=pooled, backbone_output=backbone_output
+            **{self.head.output_field: prediction},
+            loss=self._loss(prediction, labels),
+            pooled=pooled,
+            backbone_output=backbone_output,
         )
 
-    def forward_embeddings(self, embeddings: Tensor, labels: Tensor | None = None) -> ModelOutput:
+    def _loss(self, prediction: Tensor, labels: Tensor | np.ndarray | None) -> Tensor | None:
+        """The head's loss; numpy labels become tensors on the prediction's device (their dtype is kept: the
+        losses promote, and casting float targets down to a half-precision prediction would round them)."""
+        if labels is None:
+            return None
+        return self.head.loss(prediction, torch.as_tensor(labels, device=prediction.device))
+
+    def forward_embeddings(
+        self, embeddings: Tensor | np.ndarray, labels: Tensor | np.ndarray | None = None
+    ) -> ModelOutput:
         """Run only the head, on cached backbone ``pooled`` vectors (:mod:`finetune.embeddings`).
 
         A head that pools with ``pooled`` feeds the backbone's own clip vector to its output layers, so its
@@ -270,14 +293,17 @@ class AudioModel(nn.Module):
                 f"embeddings= holds the backbone's pooled vectors; the {self.head.name!r} head pools with "
                 f"{pooling!r}, which needs the token sequence (use pooling='pooled' or waveforms)"
             )
+        head_weight = next(self.head.parameters())
+        embeddings = as_input_tensor(embeddings, "embeddings", head_weight.device).to(head_weight.dtype)
         if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_dim:
             raise ValueError(
                 f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
                 f"got shape {tuple(embeddings.shape)}"
             )
         prediction = self.head.project(embeddings)
-        loss = self.head.loss(prediction, labels) if labels is not None else None
-        return ModelOutput(**{self.head.output_field: prediction}, loss=loss, pooled=embeddings)
+        return ModelOutput(
+            **{self.head.output_field: prediction}, loss=self._loss(prediction, labels), pooled=embeddings
+        )
 
     # ----------------------------------------------------------------------------------------------- LoRA
     def merge_lora(self) -> None:

@@ -4,12 +4,20 @@ and a run directory (resolved config, checkpoints, metrics JSONL/JSON, saved mod
 The data set is looked up by ``data.name`` in :mod:`finetune.data.registry` (each loader registers its own;
 ``DATASETS``, ``TaskData`` and ``register_dataset`` are re-exported here). The scripts in ``recipes/`` and
 ``python -m finetune demo`` are thin wrappers over :func:`run_recipe`.
+
+Before any work, :func:`validate_config` checks what the config alone can tell (backbone name, checkpoint
+source, output directory) and the run directory is settled: a run resumes from its latest checkpoint only if
+the resolved config matches the one that wrote it on the keys that shape training (``task``, ``model.*``,
+``data.*`` and the optimiser/schedule keys of ``train``); otherwise it stops, naming each differing key.
+``train.resume=false`` starts over in place after moving the old run's outputs to ``previous/<time>/``.
+``config.yaml`` is written only after these checks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,11 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 
 from backbones import get_pretrained_cfg
+from backbones.checkpoints import check_checkpoint_source
+from backbones.config import ConfigError, did_you_mean
+from backbones.state_dict import CheckpointError
 
+from .checkpointing import TRAINING_OUTPUTS, resume_point, set_aside
 from .config import RecipeConfig, to_dict
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
@@ -32,7 +44,7 @@ from .optim import param_groups
 from .plots import plot_evaluation, plot_loss_curves
 from .train import train
 
-__all__ = ["TaskData", "DATASETS", "register_dataset", "run_recipe"]
+__all__ = ["TaskData", "DATASETS", "register_dataset", "run_recipe", "run_settings", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +53,58 @@ def _window_seconds(cfg: RecipeConfig, model: AudioModel) -> float:
     return cfg.data.crop_seconds or min(cfg.data.clip_seconds, model.backbone.pretrained_cfg.input_seconds)
 
 
+def validate_config(cfg: RecipeConfig) -> None:
+    """Check what can be checked before any work: the backbone is registered, the checkpoint source exists (or
+    has the form of a hub id or URL; nothing is downloaded) and the output directory can be written. The typed
+    config has already checked keys, types, ranges, the head and the data set's name when it loaded.
+
+    Raises:
+        ConfigError: naming the key to fix (``model.backbone``, ``model.checkpoint``, ``train.output_dir``).
+    """
+    from backbones import list_backbones
+
+    names = list_backbones()
+    if cfg.model.backbone not in names:
+        raise ConfigError(
+            f"model.backbone: unknown backbone {cfg.model.backbone!r}{did_you_mean(cfg.model.backbone, names)}; "
+            f"known: {', '.join(names)}"
+        )
+    if cfg.model.checkpoint is not None:
+        try:
+            check_checkpoint_source(cfg.model.checkpoint, get_pretrained_cfg(cfg.model.backbone))
+        except CheckpointError as e:
+            raise ConfigError(f"model.checkpoint: {e}") from e
+    out = Path(cfg.train.output_dir).expanduser()
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"train.output_dir: {existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"train.output_dir: cannot write to {existing}; choose another train.output_dir")
+
+
+def run_settings(cfg: RecipeConfig) -> dict[str, Any]:
+    """What besides ``cfg.train`` shapes a run (``task``, ``model``, ``data``): recorded in each checkpoint and
+    compared before resuming (see :func:`finetune.checkpointing.resume_point`)."""
+    return {"task": cfg.task, "model": to_dict(cfg.model), "data": to_dict(cfg.data)}
+
+
 def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dict[str, Any]:
     """Train and test the configured model, writing everything under ``cfg.train.output_dir``.
 
     Returns the test metrics (plus ``best_step`` and paths), which are also written to ``metrics.json``.
+
+    Raises:
+        ConfigError: :func:`validate_config` refused the config, before anything was done.
+        finetune.checkpointing.ResumeMismatchError: the output directory holds a checkpoint written with other
+            settings (nothing is changed on disk).
     """
+    validate_config(cfg)
     dataset = get_dataset(cfg.data.name)
     out = Path(cfg.train.output_dir)
+    settings = run_settings(cfg)
+    latest = (
+        resume_point(out / "checkpoints", cfg.train.resume_settings(settings)) if cfg.train.resume else None
+    )
     accelerator = accelerator or Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
@@ -55,6 +112,8 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     )
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
+        if latest is None:
+            set_aside(out, (*TRAINING_OUTPUTS, "config.yaml"))
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     sample_rate = get_pretrained_cfg(cfg.model.backbone).sample_rate
@@ -118,6 +177,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         class_names=data.names,
         param_groups=groups,
         accelerator=accelerator,
+        settings=settings,
     )
     unwrapped = accelerator.unwrap_model(model)
     best_dir = out / "best"
@@ -150,24 +210,31 @@ def recipe_main(
     description: str,
     argv: list[str] | None = None,
 ) -> int:
-    """The command line of a recipe script: ``--config FILE key=value ...``, check the task, run, print
-    ``summary(cfg, metrics)`` on the main process, and release the process group."""
+    """The command line of a recipe script: ``--config FILE [--debug] key=value ...``, check the task, run,
+    print ``summary(cfg, metrics)`` on the main process, and release the process group. Errors follow
+    :func:`finetune.cli.run_command`: a message and exit status 2 (config) or 1, the traceback with ``--debug``."""
     import argparse
 
     from accelerate import PartialState
 
+    from .cli import add_debug_argument, run_command
     from .config import load_config
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help=f"recipe YAML (recipes/configs/{task}_*.yaml)")
+    add_debug_argument(parser)
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.root=/data/...")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if cfg.task != task:
-        parser.error(f"{args.config} is a {cfg.task!r} recipe; this script runs {task!r} recipes")
-    metrics = run_recipe(cfg)
-    state = PartialState()
-    if state.is_main_process:
-        print(summary(cfg, metrics))
-    state.destroy_process_group()
-    return 0
+
+    def run() -> int:
+        cfg = load_config(args.config, args.overrides)
+        if cfg.task != task:
+            parser.error(f"{args.config} is a {cfg.task!r} recipe; this script runs {task!r} recipes")
+        metrics = run_recipe(cfg)
+        state = PartialState()
+        if state.is_main_process:
+            print(summary(cfg, metrics))
+        state.destroy_process_group()
+        return 0
+
+    return run_command(run, debug=args.debug)

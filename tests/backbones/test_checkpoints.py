@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from backbones import CheckpointError, get_pretrained_cfg
-from backbones.checkpoints import resolve_checkpoint
+from backbones.checkpoints import check_checkpoint_source, resolve_checkpoint
 from backbones.state_dict import read_state_dict
 
 CFG = get_pretrained_cfg("cnn14.tiny")
@@ -117,6 +117,27 @@ def test_hub_ids_with_dots_reach_the_hub(hub_id: str) -> None:
 def test_sources_that_are_not_hub_ids(source: str, message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
         resolve_checkpoint(source, CFG)
+    with pytest.raises(CheckpointError, match=message):  # the same rules, checked without any network
+        check_checkpoint_source(source, CFG)
+
+
+def test_source_kinds_are_told_without_downloading(tmp_path: Path, served: tuple[str, Path]) -> None:
+    """check_checkpoint_source never reaches out: a hub id or URL is only recognised by its form."""
+    (tmp_path / "w.pth").write_bytes(b"x")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"x")
+    released = get_pretrained_cfg("passt_s.audioset_swa")
+    assert [
+        check_checkpoint_source(str(tmp_path / "w.pth"), CFG),
+        check_checkpoint_source(tmp_path / "hf", CFG),
+        check_checkpoint_source("MIT/ast-finetuned-audioset-10-10-0.4593", CFG),
+        check_checkpoint_source(f"{served[0]}/nothing-here.pth", CFG),  # a 404, not fetched
+        check_checkpoint_source("pretrained", released),
+    ] == ["file", "directory", "hub", "url", "pretrained"]
+    with pytest.raises(
+        CheckpointError, match=r"^cnn14\.tiny has no released weights; pass a checkpoint file"
+    ):
+        check_checkpoint_source("pretrained", CFG)
 
 
 def test_empty_source_is_not_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,3 +160,49 @@ def test_length_rule(case: SimpleNamespace) -> None:
             InputTooLongError, match=rf"{case.name} covers at most .* Crop the input, window it"
         ):
             model(noise(1, limit + 1))
+
+
+def test_numpy_input_gives_the_tensor_output(case: SimpleNamespace) -> None:
+    """A numpy array (float32 or float64, read-only, reversed strides) is taken as the same waveform."""
+    with torch.inference_mode():
+        from_numpy = case.model(case.x.numpy())
+        as_float64 = case.model(case.x.double().numpy())
+        reversed_twice = case.x.numpy()[:, ::-1].copy()[:, ::-1]  # negative strides
+        reversed_twice.flags.writeable = False
+        from_view = case.model(reversed_twice)
+    for out in (from_numpy, as_float64, from_view):
+        assert torch.equal(out.pooled, case.out.pooled) and torch.equal(out.logits, case.out.logits)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda x: (x.numpy() * 32767).astype("int16"), "got a numpy int16 array (integer audio samples: divide int16 PCM by 32768)"),
+        (lambda x: (x * 32767).to(torch.int32), "got a torch.int32 tensor (integer audio samples: divide int16 PCM by 32768)"),
+        (lambda x: x.tolist(), None),
+    ],
+)  # fmt: skip
+def test_other_input_kinds_are_refused_with_what_to_do(case: SimpleNamespace, make, message) -> None:
+    if message is None:
+        expected = f"{case.name}: the waveform must be a torch.Tensor or a numpy array, got list"
+    else:
+        expected = f"{case.name}: the waveform must hold floating-point numbers, {message}"
+    with pytest.raises(TypeError) as info:
+        case.model(make(case.x))
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)]
+)
+def test_a_model_cast_to_another_dtype_takes_float32_audio(case: SimpleNamespace, dtype, tolerance) -> None:
+    """The front-end keeps computing in float32 (its buffers stay float32), the encoder runs in the cast dtype,
+    and the result is the float32 model's to that dtype's precision."""
+    model = copy.deepcopy(case.model).to(dtype)
+    assert {t.dtype for t in (*model.frontend.buffers(), *model.frontend.parameters())} == {torch.float32}
+    assert model.compute_dtype == dtype
+    with torch.inference_mode():
+        out = model(case.x)
+    assert out.pooled.dtype == dtype and out.logits.dtype == dtype
+    error = (out.pooled.double() - case.out.pooled.double()).norm() / case.out.pooled.double().norm()
+    assert float(error) < tolerance

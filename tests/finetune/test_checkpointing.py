@@ -11,14 +11,21 @@ import numpy as np
 import pytest
 from accelerate import Accelerator
 
+from backbones.config import ConfigError
 from finetune.checkpointing import (
+    PREVIOUS_DIR,
     STATE_FILE,
+    TRAINING_OUTPUTS,
+    ResumeMismatchError,
     TrainerState,
+    flatten_settings,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     read_state,
+    resume_point,
     save_checkpoint,
+    set_aside,
     write_state,
 )
 
@@ -82,3 +89,82 @@ def test_save_is_atomic_prunes_and_loads_back(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_3", "step_4"]
     assert not (tmp_path / "step_4" / "half_written.bin").exists()
     assert load_checkpoint(accelerator, tmp_path / "step_4") == TrainerState(step=4, metric="loss")
+
+
+def test_keep_must_be_at_least_one_and_the_last_good_checkpoint_survives_pruning(tmp_path: Path) -> None:
+    accelerator = Accelerator()
+    with pytest.raises(
+        ValueError, match=r"^keep must be >= 1 \(the newest checkpoint is what a run resumes from\)"
+    ):
+        save_checkpoint(accelerator, tmp_path, TrainerState(step=1), keep=0)
+    assert not tmp_path.joinpath("step_1").exists()
+    for step in (1, 2, 3, 4):  # steps 3 and 4 exploded: the last good checkpoint stays step 2
+        save_checkpoint(accelerator, tmp_path, TrainerState(step=step, last_good_step=min(step, 2)), keep=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_2", "step_4"]
+
+
+def test_flatten_settings_names_every_leaf_and_normalises_values() -> None:
+    nested = {
+        "task": "genre",
+        "model": {"lora": {"r": 8, "targets": ("qkv",)}, "head_config": {}, "freeze": None},
+    }
+    assert flatten_settings(nested) == {
+        "task": "genre",
+        "model.lora.r": 8,
+        "model.lora.targets": ["qkv"],  # as JSON writes it back
+        "model.head_config": {},
+        "model.freeze": None,
+    }
+    assert flatten_settings({"train.lr": np.float32(0.5)}) == {"train.lr": 0.5}
+
+
+def test_resume_point_checks_the_settings_and_changes_nothing(tmp_path: Path) -> None:
+    settings = {"model": {"backbone": "cnn14.tiny"}, "train.lr": 0.001}
+    assert resume_point(tmp_path / "none", settings) is None
+    path = tmp_path / "checkpoints" / "step_5"
+    path.mkdir(parents=True)
+    write_state(path / STATE_FILE, TrainerState(step=5, settings=flatten_settings(settings)))
+    assert resume_point(tmp_path / "checkpoints", settings) == path
+    with pytest.raises(ResumeMismatchError) as info:
+        resume_point(
+            tmp_path / "checkpoints", {"model": {"backbone": "ast.tiny", "lora": {"r": 4}}, "train.lr": 0.001}
+        )
+    assert isinstance(info.value, ConfigError) and str(info.value).startswith(
+        f"cannot resume from {path}: these settings differ from the run that wrote it:\n"
+        "  model.backbone: 'cnn14.tiny' -> 'ast.tiny'\n  model.lora.r: (not set) -> 4\nResuming would continue"
+    )
+    old = tmp_path / "old" / "step_3"  # written before settings were recorded: resumes, with a warning
+    old.mkdir(parents=True)
+    write_state(old / STATE_FILE, TrainerState(step=3))
+    with pytest.warns(UserWarning, match=r"step_3 does not record the settings it was written with"):
+        assert resume_point(tmp_path / "old", settings) == old
+
+
+def test_set_aside_moves_only_the_named_outputs(tmp_path: Path) -> None:
+    assert set_aside(tmp_path / "missing") is None and set_aside(tmp_path) is None
+    (tmp_path / "checkpoints" / "step_1").mkdir(parents=True)
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    first = set_aside(tmp_path)
+    assert first is not None and first.parent == tmp_path / PREVIOUS_DIR
+    assert sorted(p.name for p in first.iterdir()) == ["checkpoints", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "previous"]
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    second = set_aside(tmp_path, (*TRAINING_OUTPUTS, "config.yaml"))  # the same second gets its own folder
+    assert second is not None and second != first and (second / "config.yaml").read_text() == "a: 1\n"
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_a_named_error(tmp_path: Path) -> None:
+    from torch import nn
+
+    first = Accelerator()
+    first.prepare(nn.Linear(4, 2))
+    save_checkpoint(first, tmp_path, TrainerState(step=1), keep=1)
+    other = Accelerator()  # another run's model
+    other.prepare(nn.Linear(8, 2))
+    with pytest.raises(
+        ResumeMismatchError,
+        match=r"^cannot resume from .*step_1: its saved state does not fit this model or optimizer \(.*size "
+        r"mismatch.*\)\. It was written by another run; start over with train\.resume=false",
+    ):
+        load_checkpoint(other, tmp_path / "step_1")

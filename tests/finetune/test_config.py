@@ -45,7 +45,7 @@ def test_unknown_keys_and_bad_types_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="not of the form"):
         load_config(None, ["train.max_steps"])
     with pytest.raises(
-        ConfigError, match=r"^train: mixed_precision must be 'no', 'bf16' or 'fp16', got 'fp8'$"
+        ConfigError, match=r"^train.mixed_precision must be 'no', 'bf16' or 'fp16', got 'fp8'$"
     ):
         load_config(None, ["train.mixed_precision=fp8"])
     bad = tmp_path / "bad.yaml"

@@ -52,7 +52,7 @@ def test_demo_settings_come_from_the_packaged_yaml() -> None:
     assert (t.eval_every, t.save_every, t.log_every, t.mixed_precision) == (100, 100, 10, "no")
 
 
-def test_demo_command_line_options() -> None:
+def test_demo_command_line_options(tmp_path: Path) -> None:
     other = demo_config(
         _args("--backbone", "passt_s.tiny", "--checkpoint", "w.pt", "--steps", "5", "--out", "o")
     )
@@ -64,14 +64,30 @@ def test_demo_command_line_options() -> None:
     assert (
         other.model.backbone_overrides == {} and other.train.output_dir == "o"
     )  # CNN14's dropout stays behind
-    gtzan = demo_config(_args("--data", "/data/gtzan", "train.lr=1e-4", "data.eval_crops=3"))
-    assert isinstance(gtzan.data, GTZANConfig) and gtzan.data.root == "/data/gtzan"
+    gtzan = demo_config(_args("--data", str(tmp_path), "train.lr=1e-4", "data.eval_crops=3"))
+    assert isinstance(gtzan.data, GTZANConfig) and gtzan.data.root == str(tmp_path)
     assert (gtzan.data.clip_seconds, gtzan.data.crop_seconds, gtzan.data.eval_crops) == (30.0, None, 3)
     assert gtzan.train.lr == 1e-4 and gtzan.model.backbone_overrides == {"dropout": 0.0, "embed_dropout": 0.1}
     with pytest.raises(
         ConfigError, match=r"^unknown key\(s\) data\.n_per_clas \(did you mean 'n_per_class'\?\)"
     ):
         demo_config(_args("data.n_per_clas=3"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "argument --steps: must be a positive integer, got 0"),
+        (["--steps", "-5"], "argument --steps: must be a positive integer, got -5"),
+        (["--steps", "many"], "argument --steps: expected a positive integer, got 'many'"),
+        (["--data", "/nonexistent/gtzan"], "argument --data: /nonexistent/gtzan is not a directory (pass the GTZAN root folder)"),
+    ],
+)  # fmt: skip
+def test_demo_options_are_checked_as_they_are_parsed(argv, message, capsys) -> None:
+    """``--steps 0`` used to train the default 400 steps; a missing --data folder failed after the model was built."""
+    with pytest.raises(SystemExit) as info:
+        _args(*argv)
+    assert info.value.code == 2 and capsys.readouterr().err.rstrip().endswith(f"error: {message}")
 
 
 def test_demo_writes_metrics_plots_model_and_timeline(tmp_path):

@@ -163,3 +163,51 @@ def test_forward_embeddings_rejects_other_poolings_and_shapes() -> None:
         ValueError, match="the 'attention' head pools with 'attention', which needs the token sequence"
     ):
         attention.forward_embeddings(torch.zeros(2, width))
+
+
+@pytest.mark.parametrize("head", ["linear", "rating"])
+def test_numpy_inputs_and_labels_give_the_tensor_results(head: str) -> None:
+    """Waveform, features, embeddings and labels may be numpy arrays (float64 too): the same outputs and loss."""
+    model = build_model(base_backbone("cnn14.tiny"), head=head, num_outputs=3)
+    wave = music_wave(model.sample_rate)
+    labels = (
+        torch.tensor([2, 0])
+        if head == "linear"
+        else torch.rand(2, 3, generator=torch.Generator().manual_seed(0))
+    )
+    field = "ratings" if head == "rating" else "logits"
+    with torch.no_grad():
+        ref = model(wave, labels=labels)
+        frames = model.compute_features(wave.numpy())
+        runs = [
+            model(wave.numpy(), labels=labels.numpy()),
+            model(wave.double().numpy(), labels=labels.numpy()),
+            model(features=frames.numpy(), labels=labels.numpy()),
+            model(embeddings=ref.pooled.numpy(), labels=labels.numpy()),
+        ]
+    assert torch.equal(frames, model.compute_features(wave))
+    for out in runs:
+        assert torch.equal(getattr(out, field), getattr(ref, field)) and torch.equal(out.loss, ref.loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_a_cast_model_takes_float32_waveforms_features_and_embeddings(dtype: torch.dtype) -> None:
+    model = build_model(base_backbone("passt_s.tiny"), head="linear", num_outputs=3)
+    wave = music_wave(model.sample_rate)
+    with torch.no_grad():
+        frames, pooled = model.compute_features(wave), model(wave).pooled
+        cast = copy.deepcopy(model).to(dtype)
+        outs = [cast(wave, labels=torch.tensor([0, 1])), cast(features=frames), cast(embeddings=pooled)]
+    assert all(out.logits.dtype == dtype for out in outs) and outs[0].loss.dtype == dtype
+    torch.testing.assert_close(outs[0].logits, outs[1].logits)
+    assert torch.isfinite(outs[2].logits).all()
+
+
+def test_features_and_embeddings_of_the_wrong_kind_are_refused() -> None:
+    model = build_model(base_backbone("cnn14.tiny"), head="linear", num_outputs=2)
+    with pytest.raises(
+        TypeError, match=r"^features must hold floating-point numbers, got a torch.int64 tensor"
+    ):
+        model(features=torch.zeros(1, 64, 100, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"^embeddings must be a torch.Tensor or a numpy array, got list$"):
+        model(embeddings=[[0.0] * model.backbone.embed_dim])

@@ -97,7 +97,7 @@ def test_effective_batch_is_batch_times_processes_times_accumulation(ddp_run: di
 def test_schedule_steps_once_per_optimizer_step(ddp_run: dict[str, Any]) -> None:
     lines = (ddp_run["out"] / "run" / "metrics.jsonl").read_text().splitlines()
     logged = [json.loads(line) for line in lines]
-    lrs = [r["lr"] for r in logged if "loss" in r]
+    lrs = [r["lr_top"] for r in logged if "loss" in r]
     expected = [
         LR * 0.5 * (1 + math.cos(math.pi * k / STEPS)) for k in range(1, STEPS + 1)
     ]  # cosine, no warmup

@@ -7,8 +7,10 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from finetune.config import ConfigError, RecipeConfig, load_config
+from finetune.config import RecipeConfig, load_config
 from finetune.data.collate import CropCollate
 from finetune.evaluation import predict
 from finetune.model import AudioModel
@@ -154,16 +156,89 @@ def test_summary_is_printed(runs: dict[str, dict[str, Any]]) -> None:
     assert first == "Timing (stable-unstable)" and first in piano["stdout"]
 
 
-def test_script_rejects_other_tasks_and_typos(capsys: pytest.CaptureFixture[str]) -> None:
+def test_script_rejects_other_tasks_and_typos(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MUSICFT_DEBUG", raising=False)
     genre = _script("genre")
     with pytest.raises(SystemExit) as exit_info:
         genre.main(["--config", str(CONFIGS / "piano_synthetic_cnn14_lora.yaml")])
     assert exit_info.value.code == 2
     assert "is a 'piano' recipe; this script runs 'genre'" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match=r"^unknown key\(s\) train\.lerning_rate; TrainConfig takes"):
-        _script("piano").main(
-            ["--config", str(CONFIGS / "piano_synthetic_cnn14_lora.yaml"), "train.lerning_rate=1"]
-        )
+    # a config error is one line and exit status 2, its traceback only with --debug
+    argv = ["--config", str(CONFIGS / "piano_synthetic_cnn14_lora.yaml"), "train.lerning_rate=1"]
+    assert _script("piano").main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown key(s) train.lerning_rate; TrainConfig takes: ")
+    assert (
+        err.endswith(" (run with --debug or MUSICFT_DEBUG=1 for the traceback)\n") and "Traceback" not in err
+    )
+    assert _script("piano").main([*argv, "--debug"]) == 2
+    assert capsys.readouterr().err.startswith("Traceback (most recent call last):")
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sigterm_checkpoints_exits_143_ends_the_workers_and_the_rerun_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A preempted recipe (SIGTERM from a scheduler) must not look successful, must leave a checkpoint of the
+    step it was in, must not leave data-loader workers behind, and the same command must then finish the run."""
+    out = tmp_path / "run"
+    argv = ["--config", str(CONFIGS / "genre_synthetic_cnn14_lora.yaml"), *TINY, "data.n_per_class=3"]
+    argv += ["train.max_steps=40", "train.eval_every=40", "train.save_every=40", "train.num_workers=1"]
+    argv += [f"train.output_dir={out}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "genre.py"), *argv],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers: list[int] = []
+    deadline = time.monotonic() + 500
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        log = out / "metrics.jsonl"
+        if log.is_file() and log.read_text().count("\n") >= 2:  # training has started
+            workers = _children(proc.pid)  # the loader's worker (between epochs there may be none)
+        time.sleep(0.05)
+    assert workers, f"no training with a worker seen; rc={proc.poll()}"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-3000:]
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    assert checkpoint.name == f"step_{step}" and 2 <= step < 40
+    assert "received SIGTERM: saving a checkpoint at the end of this step, then stopping" in stderr
+    assert stderr.rstrip().endswith(
+        f"stopped by SIGTERM at step {step} of 40; the checkpoint {checkpoint} holds it: run the same command "
+        "again to resume"
+    )
+    assert not any(_running(pid) for pid in workers)
+
+    assert _script("genre").main(argv) == 0  # the same command, again: it resumes and finishes
+    assert f"resuming from {checkpoint} (step {step} of 40)" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 41))  # each step once
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 40
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,108 @@
+"""``run_recipe``'s checks before any work: :func:`validate_config` (backbone, checkpoint source, output directory)
+and the run directory (resume only with matching settings, ``config.yaml`` never overwritten before that check,
+``train.resume=false`` moving the old run aside). The end-to-end runs are in ``tests/recipes/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import finetune.recipe as recipe
+from backbones.config import ConfigError
+from finetune.checkpointing import (
+    STATE_FILE,
+    ResumeMismatchError,
+    TrainerState,
+    write_state,
+)
+from finetune.config import RecipeConfig, load_config, to_dict
+
+
+def _config(out: Path, *overrides: str) -> RecipeConfig:
+    return load_config(None, ["model.backbone=cnn14.tiny", f"train.output_dir={out}", *overrides])
+
+
+class _Stop(Exception):
+    """Raised where the data set would be built: everything before it has happened."""
+
+
+@pytest.fixture
+def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stop(name: str):
+        def build(config, sample_rate):
+            raise _Stop
+
+        return build
+
+    monkeypatch.setattr(recipe, "get_dataset", stop)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.backbone=cnn14.tinyy"], "model.backbone: unknown backbone 'cnn14.tinyy' (did you mean 'cnn14.tiny'?); known: ast.audioset"),
+        (["model.checkpoint=/nonexistent.pth"], "model.checkpoint: checkpoint file /nonexistent.pth for cnn14.tiny does not exist; check the path"),
+        (["model.checkpoint=pretrained"], "model.checkpoint: cnn14.tiny has no released weights; pass a checkpoint file instead"),
+        (["model.checkpoint=not a/hub id"], "model.checkpoint: checkpoint 'not a/hub id' for cnn14.tiny is neither an existing file/directory, a URL nor a hub id"),
+    ],
+)  # fmt: skip
+def test_validate_config_names_the_key_to_fix(tmp_path, no_data, overrides, message) -> None:
+    cfg = _config(tmp_path / "run", *overrides)
+    with pytest.raises(ConfigError) as info:
+        recipe.run_recipe(cfg)
+    assert str(info.value).startswith(message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_config_checks_the_output_directory(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(
+            ConfigError, match=rf"^train.output_dir: {tmp_path / 'file'} exists and is not a directory"
+        ):
+            recipe.validate_config(_config(out))
+    recipe.validate_config(_config(tmp_path / "new" / "deeper"))  # to be created: fine
+    recipe.validate_config(_config(tmp_path, "model.checkpoint=MIT/ast-finetuned-audioset-10-10-0.4593"))
+
+
+def _checkpoint_of(cfg: RecipeConfig, step: int = 2) -> Path:
+    """A run directory as a run of ``cfg`` leaves it (config.yaml and a checkpoint's state)."""
+    out = Path(cfg.train.output_dir)
+    path = out / "checkpoints" / f"step_{step}"
+    path.mkdir(parents=True)
+    settings = cfg.train.resume_settings(recipe.run_settings(cfg))
+    write_state(path / STATE_FILE, TrainerState(step=step, settings=settings))
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def test_a_changed_setting_stops_the_run_before_the_config_is_overwritten(tmp_path, no_data) -> None:
+    old = _config(tmp_path, "train.lr=1e6")
+    _checkpoint_of(old)
+    saved = (tmp_path / "config.yaml").read_bytes()
+    with pytest.raises(
+        ResumeMismatchError,
+        match=r"differ from the run that wrote it:\n  model\.head: 'linear' -> 'mlp'\n  train\.lr: 1000000\.0 -> "
+        r"0\.0001\nResuming",
+    ):
+        recipe.run_recipe(_config(tmp_path, "train.lr=1e-4", "model.head=mlp"))
+    assert (tmp_path / "config.yaml").read_bytes() == saved
+    # what may change on resume does not stop it: the run goes on to build its data
+    with pytest.raises(_Stop):
+        recipe.run_recipe(_config(tmp_path, "train.lr=1e6", "train.eval_every=7", "train.progress=false"))
+    assert load_config(tmp_path / "config.yaml").train.eval_every == 7
+
+
+def test_resume_false_moves_the_old_run_and_its_config_aside_first(tmp_path, no_data) -> None:
+    old = _config(tmp_path, "train.lr=1e6")
+    _checkpoint_of(old)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1e18}\n')
+    with pytest.raises(_Stop):
+        recipe.run_recipe(_config(tmp_path, "train.lr=1e-4", "train.resume=false"))
+    (previous,) = (tmp_path / "previous").iterdir()
+    assert sorted(p.name for p in previous.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
+    assert load_config(previous / "config.yaml").train.lr == 1e6
+    assert load_config(tmp_path / "config.yaml").train.lr == 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "previous"]
