@@ -32,10 +32,10 @@ from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, 
 from .registry import DataConfig, TaskData, register_dataset, required_path
 from .splits import SPLIT_ALIASES, check_disjoint, split_indices
 
-__all__ = ["ManifestConfig", "build_manifest", "load_manifest"]
+__all__ = ["ManifestConfig", "build_manifest", "load_manifest", "read_table"]
 
 
-def _read_table(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_table(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The manifest's rows, each with its line number in the file."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
@@ -145,7 +145,7 @@ def load_manifest(
     if label_column is None and not rating_columns:
         raise ValueError("give label_column and/or rating_columns: a manifest needs something to learn")
     path = Path(path).expanduser()
-    table = _read_table(path)
+    table = read_table(path)
     needed = [
         c for c in (path_column, label_column, group_column, split_column, *(rating_columns or ())) if c
     ]
