@@ -399,7 +399,7 @@ def load_audio_span(
                 if resampler
                 else (lo, hi, lo)
             )
-            seek = min(a, max(0, frames - _SEEK_TAIL.get((f.format, f.subtype), frames)))
+            seek = min(a, max(0, frames - _SEEK_TAIL.get((f.format, f.subtype), 0)))
             if seek:
                 f.seek(seek)
             data = f.read(b - seek, dtype="float32", always_2d=True)[a - seek :]

@@ -372,6 +372,26 @@ def test_span_equals_the_same_samples_of_the_whole_file(
         )
 
 
+def test_a_span_decodes_only_its_frames_and_their_filter_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "long.flac"
+    sf.write(path, _long_signal(44100, 20.0), 44100, format="FLAC")
+    reads: list[tuple[int, int]] = []
+    read = sf.SoundFile.read
+
+    def spy(self: sf.SoundFile, frames: int = -1, **kwargs: object) -> np.ndarray:
+        reads.append((self.tell(), frames))
+        return read(self, frames, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    load_audio_span(path, 400_000, 410_000)  # at the file's rate: exactly the span
+    load_audio_span(path, 400_000, 432_000, sample_rate=32000)  # 1 s at 32 kHz: 44100 frames plus the context
+    assert reads[0] == (400_000, 10_000)
+    start, frames = reads[1]
+    assert 551_250 - 600 <= start < 551_250 and 44_100 < frames < 44_100 + 1200  # half-width 50 on each side
+
+
 def test_span_outside_the_audio_is_silence_and_stop_before_start_is_refused(tmp_path: Path) -> None:
     path = _wav(tmp_path / "a.wav", n=1000)
     assert torch.equal(load_audio_span(path, 2000, 2500), torch.zeros(1, 500))
