@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune [--debug] {info,demo,...}``.
+"""Command line: ``python -m finetune [--debug] {info,demo,predict,...}``.
 
 Each sub-command is a small function registered in ``COMMANDS``; it imports what it needs when it runs. Every
 command (and every recipe script, through :func:`run_command`) shares one error policy: a user error (a bad
@@ -130,9 +130,23 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    """Predict whole audio files with a saved model: top-k classes with probabilities, or ratings, per file."""
+    from .predict import run_predict
+
+    return run_predict(args)
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    from .predict import add_arguments
+
+    add_arguments(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "info": (_info, lambda p: None),
     "demo": (_demo, _demo_args),
+    "predict": (_predict, _predict_args),
 }
 
 

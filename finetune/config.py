@@ -12,6 +12,7 @@ here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class ModelConfig(StrictConfig):
     """What :func:`finetune.model.build_model` receives.
 
     Attributes:
+        num_outputs: classes or rating dimensions; None (the default) takes the count from the data set, and a
+            given value must equal it.
         head_config: the head's own settings (its config class's fields but ``num_outputs`` and ``labels``),
             checked against ``head_config_class(head)`` here; keys keep the values as converted.
     """
@@ -44,14 +47,14 @@ class ModelConfig(StrictConfig):
     backbone: str = "passt_s.tiny"
     checkpoint: str | None = None
     head: str = "linear"
-    num_outputs: int = 10
+    num_outputs: int | None = None
     freeze: str | None = None
     lora: LoraSettings | None = None
     head_config: dict[str, Any] = field(default_factory=dict)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.num_outputs < 1:
+        if self.num_outputs is not None and self.num_outputs < 1:
             raise ConfigError(f"model.num_outputs must be a positive integer, got {self.num_outputs}")
         if self.head not in list_heads():
             raise ConfigError(
@@ -62,11 +65,11 @@ class ModelConfig(StrictConfig):
             raise ConfigError("model.head_config.num_outputs: set model.num_outputs instead")
         if "labels" in self.head_config:
             raise ConfigError("model.head_config.labels: the output names come from the data set")
-        typed = from_dict(
-            head_config_class(self.head),
-            {**self.head_config, "num_outputs": self.num_outputs},
-            "model.head_config",
-        )
+        config_cls = head_config_class(self.head)
+        # without a count yet, the head's settings are checked with its default (or one output)
+        default = next(f.default for f in dataclasses.fields(config_cls) if f.name == "num_outputs")
+        count = self.num_outputs or (default if isinstance(default, int) else 1)
+        typed = from_dict(config_cls, {**self.head_config, "num_outputs": count}, "model.head_config")
         self.head_config = {k: getattr(typed, k) for k in self.head_config}
 
 

@@ -1,6 +1,7 @@
 """Plots people would rather look at than read: loss curves, confusion matrices, reliability diagrams,
 per-class average precision, per-dimension rating scatter and R2/correlation bars. Each ``plot_*`` function
-writes one PNG and returns its path.
+writes one PNG and returns its path. Legends sit outside the axes (never on the data), a confusion matrix has
+its accuracy in the title, and a reliability diagram its ECE in the title and each bin's count on its bar.
 
 :func:`plot_evaluation` draws what suits a task's evaluation, through a registry keyed by task name
 (:func:`register_task_plots`): ``single_label`` -> confusion matrix and reliability diagram; ``multi_label`` ->
@@ -47,11 +48,20 @@ def _pyplot():  # noqa: ANN202  (matplotlib's module type)
     return plt
 
 
+def _legend_outside(ax: Any, handles: list | None = None, labels: list | None = None, **kwargs: Any) -> Any:
+    """A legend to the right of the axes, off the data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(
+        handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs
+    )
+
+
 def plot_loss_curves(
     history: Sequence[Mapping[str, Any]], path: str | Path, metric: str | None = None
 ) -> Path:
     """Training loss per step and, where present, evaluation loss and the evaluation ``metric`` (e.g. the
-    selection metric; on a second axis)."""
+    selection metric; on a second axis). The legend sits above the axes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -63,31 +73,43 @@ def plot_loss_curves(
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
     metric_key = f"eval/{metric}"
     if metric not in (None, "loss") and any(metric_key in h for h in history):
         ax2 = ax.twinx()
         pts = [(h["step"], h[metric_key]) for h in history if metric_key in h]
         ax2.plot(*zip(*pts), "s--", color="tab:green", label=metric_key)
         ax2.set_ylabel(metric_key)
-        ax2.legend(loc="center right")
+        more_handles, more_labels = ax2.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(
+        handles,
+        labels,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.02),
+        ncol=3,
+        frameon=False,
+        borderaxespad=0.0,
+    )
     return _save(fig, path)
 
 
 def plot_confusion_matrix(
     matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path
 ) -> Path:
-    """Row-normalised confusion matrix with counts in the cells."""
+    """Row-normalised confusion matrix with counts in the cells and the accuracy in the title."""
     plt = _pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 1.0 + 0.55 * n))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 1.4 + 0.55 * n))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    total, correct = int(m.sum()), int(np.trace(m))
+    ax.set_title(f"accuracy {correct / max(total, 1):.3f} ({correct} of {total})")
     for i in range(n):
         for j in range(n):
             if m[i, j]:
@@ -102,45 +124,67 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_bins: int = 10) -> Path:
+def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, n_bins: int = 15) -> Path:
     """Reliability diagram of single-label predictions: accuracy against top-class confidence per bin, with the
-    diagonal of perfect calibration.
+    diagonal of perfect calibration, each bin's clip count and the ECE (the metrics' 15 bins by default).
 
     Shapes:
         probs: [N, C]; labels: [N] integer classes.
     """
     correct = probs.argmax(axis=1) == labels
-    return _reliability(probs.max(axis=1), correct, path, n_bins, "confidence", "accuracy")
+    return _reliability(probs.max(axis=1), correct, path, n_bins, "confidence", "accuracy", "clips")
 
 
 def plot_multilabel_reliability(
     probs: np.ndarray, targets: np.ndarray, path: str | Path, n_bins: int = 10
 ) -> Path:
     """Reliability diagram of multi-label predictions over all (clip, class) pairs: the fraction of pairs where
-    the tag is present against the predicted probability, per bin.
+    the tag is present against the predicted probability, per bin, with each bin's pair count and the ECE.
 
     Shapes:
         probs, targets: [N, C] (targets binarised at 0.5, as the multi-label metrics do).
     """
     present = np.asarray(targets, dtype=np.float64).ravel() >= 0.5
     return _reliability(
-        np.asarray(probs).ravel(), present, path, n_bins, "predicted probability", "fraction present"
+        np.asarray(probs).ravel(), present, path, n_bins, "predicted probability", "fraction present", "pairs"
     )
 
 
 def _reliability(
-    confidence: np.ndarray, outcome: np.ndarray, path: str | Path, n_bins: int, xlabel: str, ylabel: str
+    confidence: np.ndarray,
+    outcome: np.ndarray,
+    path: str | Path,
+    n_bins: int,
+    xlabel: str,
+    ylabel: str,
+    unit: str,
 ) -> Path:
     plt = _pyplot()
     edges = np.linspace(0, 1, n_bins + 1)
     idx = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
-    rate = [outcome[idx == b].mean() if (idx == b).any() else np.nan for b in range(n_bins)]
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.bar(edges[:-1], rate, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label=ylabel)
+    counts = np.bincount(idx, minlength=n_bins)
+    rate = [outcome[idx == b].mean() if counts[b] else np.nan for b in range(n_bins)]
+    # ECE as heads.metrics computes it: the count-weighted gap between each bin's rate and mean confidence
+    gaps = [counts[b] * abs(rate[b] - confidence[idx == b].mean()) for b in range(n_bins) if counts[b]]
+    ece = float(sum(gaps) / max(len(confidence), 1))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    bars = ax.bar(edges[:-1], rate, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label=ylabel)
+    for bar, count in zip(bars, counts):
+        if count:
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                bar.get_height() + 0.01,
+                str(count),
+                ha="center",
+                fontsize=6,
+            )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.08)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.set_title(f"ECE {ece:.3f} ({len(confidence)} {unit}; bin counts on the bars)")
+    _legend_outside(ax)
     return _save(fig, path)
 
 
@@ -153,7 +197,7 @@ def plot_average_precision(
     names = list(per_class_ap)
     ap = np.array([np.nan if v is None else v for v in per_class_ap.values()], dtype=np.float64)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * len(names), 4))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.35 * len(names), 4))  # room for the legend on the right
     ax.bar(x, np.nan_to_num(ap), 0.7, label="average precision")
     if not np.isnan(ap).all():
         ax.axhline(float(np.nanmean(ap)), color="tab:red", lw=1, label=f"mAP {np.nanmean(ap):.3f}")
@@ -162,7 +206,7 @@ def plot_average_precision(
     ax.set_ylim(0, 1)
     ax.set_xticks(x, [n[:18] for n in names], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("average precision")
-    ax.legend(fontsize=7)
+    _legend_outside(ax, fontsize=7)
     return _save(fig, path)
 
 
@@ -195,7 +239,7 @@ def plot_ratings(
     ax.bar(x + 0.2, [per_dim[n]["r2"] for n in dimension_names], 0.4, label="R2")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [n[:18] for n in dimension_names], rotation=60, ha="right", fontsize=6)
-    ax.legend(fontsize=7)
+    _legend_outside(ax, fontsize=7)
     return _save(fig, path)
 
 
@@ -295,7 +339,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
     import matplotlib.pyplot as plt
 
     plt.close(fig)

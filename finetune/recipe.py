@@ -11,6 +11,14 @@ the resolved config matches the one that wrote it on the keys that shape trainin
 ``data.*`` and the optimiser/schedule keys of ``train``); otherwise it stops, naming each differing key.
 ``train.resume=false`` starts over in place after moving the old run's outputs to ``previous/<time>/``.
 ``config.yaml`` is written only after these checks.
+
+A run says what it did (:mod:`finetune.reporting`): the settings it fitted to the machine and the data (split
+sizes, clips per class) when it starts; ``splits.csv`` (which clip went where), ``predictions.csv`` (the test
+predictions, per clip), ``skipped.jsonl`` (rows that failed to read), the baselines and the confusion matrix
+when it ends. The number of outputs and their names come from the data set. Training windows are read from the
+files window by window, ``data.crops_per_track`` times per clip and epoch; the test predicts each clip from
+``data.eval_crops`` windows spread over all of it (:mod:`finetune.inference`), and the saved model keeps that
+window plan so that ``python -m finetune predict`` gives the same predictions.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
-from torch.utils.data import DataLoader
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
 
 from backbones import get_pretrained_cfg
 from backbones.checkpoints import check_checkpoint_source
@@ -34,19 +43,36 @@ from backbones.state_dict import CheckpointError
 
 from .checkpointing import TRAINING_OUTPUTS, resume_point, set_aside
 from .config import RecipeConfig, to_dict
+from .data.audio import AudioLoadError, audio_info
 from .data.augment import build_wave_augment
 from .data.collate import CropCollate
+from .data.decoded import DecodedCache, wants_cache
 from .data.registry import DATASETS, TaskData, get_dataset, register_dataset
+from .data.tracks import TrackReader
 from .embeddings import cache_embeddings, collate_embeddings
-from .evaluation import predict
+from .inference import WindowPlan, predict_clips
 from .model import AudioModel, build_model
 from .optim import param_groups
 from .plots import plot_evaluation, plot_loss_curves
-from .train import train
+from .reporting import baselines, data_summary, row_targets, write_predictions, write_splits
+from .train import TrainConfig, train
 
-__all__ = ["TaskData", "DATASETS", "register_dataset", "run_recipe", "run_settings", "validate_config"]
+__all__ = [
+    "TaskData",
+    "DATASETS",
+    "fit_to_machine",
+    "register_dataset",
+    "run_recipe",
+    "run_settings",
+    "validate_config",
+]
 
 logger = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+
+RECIPE_OUTPUTS = ("config.yaml", "model", "metrics.json", "splits.csv", "predictions.csv", "skipped.jsonl")
+"""What :func:`run_recipe` writes besides the training loop's outputs (moved aside too when a run starts over)."""
 
 
 def _window_seconds(cfg: RecipeConfig, model: AudioModel) -> float:
@@ -88,15 +114,118 @@ def run_settings(cfg: RecipeConfig) -> dict[str, Any]:
     return {"task": cfg.task, "model": to_dict(cfg.model), "data": to_dict(cfg.data)}
 
 
-def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dict[str, Any]:
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fit_to_machine(config: TrainConfig, echo: Echo = logger.info) -> None:
+    """Adjust settings this machine cannot honour, saying so in one line each: data-loader workers are capped
+    at the CPU cores of this process (the cores shared by the node's processes), and mixed precision falls back
+    to ``"no"`` without a GPU that supports it."""
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = max(1, _cores() // processes)
+    if config.num_workers > cores:
+        echo(f"train.num_workers {config.num_workers} -> {cores}: {cores} CPU core(s) per process here")
+        config.num_workers = cores
+    cuda = torch.cuda.is_available()
+    supported = {"bf16": cuda and torch.cuda.is_bf16_supported(), "fp16": cuda}
+    if not supported.get(config.mixed_precision, True):
+        echo(
+            f"train.mixed_precision {config.mixed_precision} -> no: no GPU here supports {config.mixed_precision}"
+        )
+        config.mixed_precision = "no"
+
+
+def _num_outputs(cfg: RecipeConfig, data: TaskData) -> int:
+    """The data set's output count; a configured ``model.num_outputs`` must agree with it."""
+    given, found = cfg.model.num_outputs, len(data.names)
+    if given is not None and given != found:
+        shown = ", ".join(data.names[:12]) + (", ..." if found > 12 else "")
+        raise ConfigError(
+            f"model.num_outputs is {given} but data set {cfg.data.name!r} has {found} outputs ({shown}); leave "
+            f"model.num_outputs out to take the count from the data (or set it to {found})"
+        )
+    return found
+
+
+def _decode_cache(
+    cfg: RecipeConfig, data: TaskData, sample_rate: int, echo: Echo, progress: bool
+) -> DecodedCache | None:
+    """The decode cache of ``data.decode_cache``, with every file it wants decoded into it (once)."""
+    if cfg.data.decode_cache == "off" or "path" not in data.splits["train"].column_names:
+        return None
+    cache = DecodedCache(sample_rate)
+    paths, failed = [], {}
+    for split in data.splits.values():
+        for path in split.with_format(None)["path"]:
+            try:
+                if cfg.data.decode_cache == "all" or wants_cache(audio_info(path), cfg.data.decode_cache):
+                    paths.append(path)
+            except AudioLoadError as e:
+                failed[path] = e.reason
+    decoded, not_decoded = cache.build(paths, progress=progress)
+    failed |= not_decoded
+    echo(
+        f"decode cache {cache.root}: {len(paths)} file(s) wanted, {decoded} decoded now, {len(failed)} failed"
+    )
+    return cache
+
+
+def _test(
+    model: AudioModel,
+    data: TaskData,
+    plan: WindowPlan,
+    reader: TrackReader,
+    accelerator: Accelerator,
+    batch_size: int,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Predict every test clip from its windows (processes share the clips); returns the clips' records for
+    ``predictions.csv`` and the raw outputs and targets of the clips that could be read."""
+    split = data.splits["test"]
+    targets = row_targets(split, data.task)
+    mine = range(accelerator.process_index, len(split), accelerator.num_processes)
+    rows = (split[i] for i in mine)
+    results = [
+        {
+            "index": mine[r.index],
+            "name": r.name,
+            "path": r.path,
+            "windows": r.windows,
+            "error": r.error,
+            "raw": r.output,
+        }
+        for r in predict_clips(model, rows, plan, reader, batch_size, progress, total=len(mine))
+    ]
+    clips = sorted(gather_object(results), key=lambda c: c["index"])
+    good = [c for c in clips if c["error"] is None]
+    for c in clips:
+        c["target"] = targets[c["index"]]
+        raw = c.pop("raw")
+        c["output"] = None if raw is None else model.probabilities(torch.from_numpy(raw)).numpy()
+        c["raw"] = raw
+    raw_outputs = np.stack([c["raw"] for c in good]) if good else np.zeros((0, len(data.names)))
+    return clips, raw_outputs, targets[[c["index"] for c in good]]
+
+
+def run_recipe(
+    cfg: RecipeConfig, accelerator: Accelerator | None = None, echo: Echo = logger.info
+) -> dict[str, Any]:
     """Train and test the configured model, writing everything under ``cfg.train.output_dir``.
 
-    Returns the test metrics (plus ``best_step`` and paths), which are also written to ``metrics.json``.
+    Args:
+        echo: Where the run's account of itself goes (adjusted settings, the data summary); the recipe scripts
+            print it.
+
+    Returns the test metrics (plus ``best_step``, ``baselines`` and counts of unreadable clips), which are also
+    written to ``metrics.json``.
 
     Raises:
-        ConfigError: :func:`validate_config` refused the config, before anything was done.
+        ConfigError: :func:`validate_config` refused the config, before anything was done, or
+            ``model.num_outputs`` disagrees with the data set.
         finetune.checkpointing.ResumeMismatchError: the output directory holds a checkpoint written with other
             settings (nothing is changed on disk).
+        ValueError: the head serves another task than the data set's, or the selection metric is not the task's.
     """
     validate_config(cfg)
     dataset = get_dataset(cfg.data.name)
@@ -105,30 +234,40 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     latest = (
         resume_point(out / "checkpoints", cfg.train.resume_settings(settings)) if cfg.train.resume else None
     )
-    accelerator = accelerator or Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.grad_accum_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    if accelerator is None:
+        fit_to_machine(cfg.train, echo)
+        accelerator = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_steps=cfg.train.grad_accum_steps,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
     set_seed(cfg.train.seed)
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    say = echo if main else (lambda text: None)
+    progress = cfg.train.progress and accelerator.is_local_main_process
+    if main:
         if latest is None:
-            set_aside(out, (*TRAINING_OUTPUTS, "config.yaml"))
+            set_aside(out, (*TRAINING_OUTPUTS, *RECIPE_OUTPUTS))
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     sample_rate = get_pretrained_cfg(cfg.model.backbone).sample_rate
     with accelerator.main_process_first():  # data sets may cache to disk: build once, then read
         data = dataset(cfg.data, sample_rate)
-    head_config = {"labels": data.names, **cfg.model.head_config}
+        cache = _decode_cache(cfg, data, sample_rate, say, progress)
+    num_outputs = _num_outputs(cfg, data)
+    if main:
+        echo(data_summary(data, cfg.data.name))
+        write_splits(data, out / "splits.csv")
     model = build_model(
         cfg.model.backbone,
         head=cfg.model.head,
-        num_outputs=cfg.model.num_outputs,
+        num_outputs=num_outputs,
         checkpoint=cfg.model.checkpoint,
         lora=cfg.model.lora,
         freeze=cfg.model.freeze,
         backbone_overrides=cfg.model.backbone_overrides or None,
-        **head_config,
+        labels=data.names,
+        **cfg.model.head_config,
     )
     task = model.task
     if task is not data.task:
@@ -139,6 +278,7 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
     window = _window_seconds(cfg, model)
     augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
+    reading = {"cache": cache, "skip_log": out / "skipped.jsonl"}
     train_collate = CropCollate(
         model.sample_rate,
         window,
@@ -146,24 +286,30 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         crops_per_clip=cfg.data.train_crops,
         seed=cfg.data.seed,
         augment=augment,
+        **reading,
     )
-    eval_collate = CropCollate(model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops)
-    splits = {name: data.splits[name] for name in ("train", "validation", "test")}
+    eval_collate = CropCollate(
+        model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops, **reading
+    )
+    train_rows = data.splits["train"]
+    if cfg.data.crops_per_track > 1:  # each clip several times per epoch, each time with new random windows
+        train_rows = train_rows.select(np.tile(np.arange(len(train_rows)), cfg.data.crops_per_track))
+    splits = {"train": train_rows, "validation": data.splits["validation"]}
     if cfg.data.cache_embeddings:
         if augment is not None:
             raise ValueError(
                 "data.cache_embeddings cannot be combined with data.augment (augmented audio changes)"
             )
         train_windows = CropCollate(
-            model.sample_rate, window, train=False, crops_per_clip=cfg.data.train_crops
+            model.sample_rate, window, train=False, crops_per_clip=cfg.data.train_crops, **reading
         )
-        collates = {"train": train_windows, "validation": eval_collate, "test": eval_collate}
+        collates = {"train": train_windows, "validation": eval_collate}
         model.to(accelerator.device)
         splits = {
             name: cache_embeddings(
-                model, ds, collates[name], device=accelerator.device, progress=cfg.train.progress
+                model, data.splits[name], collates[name], device=accelerator.device, progress=progress
             )
-            for name, ds in splits.items()
+            for name in splits
         }
         train_collate = eval_collate = collate_embeddings
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
@@ -183,24 +329,35 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     best_dir = out / "best"
     if (best_dir / "config.json").is_file():
         unwrapped.load_state_dict(AudioModel.from_pretrained(best_dir).state_dict())
-    test_loader = accelerator.prepare(
-        DataLoader(
-            splits["test"],
-            batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
-            collate_fn=eval_collate,
-        )
+    plan = WindowPlan(window, crops=cfg.data.eval_crops)
+    say(f"test: {plan.describe()}")
+    clips, outputs, targets = _test(
+        unwrapped,
+        data,
+        plan,
+        TrackReader(model.sample_rate, cache),
+        accelerator,
+        cfg.train.eval_batch_size or cfg.train.batch_size,
+        progress,
     )
-    test = predict(unwrapped, test_loader, accelerator, task)
     names = list(data.names)
-    metrics = test.metrics(task, names)
+    metrics = task.metrics(outputs, targets, names)
+    target_tensor = torch.as_tensor(targets, dtype=torch.float32 if targets.ndim == 2 else torch.int64)
+    metrics["loss"] = float(unwrapped.head.loss(torch.from_numpy(outputs).float(), target_tensor))
     metrics.update(best_step=result.best_step, steps=result.step, split="test")
-    if accelerator.is_main_process:
+    metrics["baselines"] = baselines(task, row_targets(data.splits["train"], task), targets, names)
+    metrics["test_errors"] = {c["name"]: c["error"] for c in clips if c["error"] is not None}
+    skipped = out / "skipped.jsonl"
+    metrics["skipped_rows"] = len(skipped.read_text().splitlines()) if skipped.is_file() else 0
+    if main:
         unwrapped.save_pretrained(out / "model")
+        plan.save(out / "model")
+        write_predictions(out / "predictions.csv", task, names, clips)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_loss_curves(
             result.history, out / "loss.png", metric=cfg.train.best_metric or task.default_metric
         )
-        plot_evaluation(task, test.predictions, test.targets, metrics, names, out)
+        plot_evaluation(task, outputs, targets, metrics, names, out)
     return metrics
 
 
@@ -210,15 +367,17 @@ def recipe_main(
     description: str,
     argv: list[str] | None = None,
 ) -> int:
-    """The command line of a recipe script: ``--config FILE [--debug] key=value ...``, check the task, run,
-    print ``summary(cfg, metrics)`` on the main process, and release the process group. Errors follow
-    :func:`finetune.cli.run_command`: a message and exit status 2 (config) or 1, the traceback with ``--debug``."""
+    """The command line of a recipe script: ``--config FILE [--debug] key=value ...``, check the task, run (printing
+    what the run adjusts and the data it found), print ``summary(cfg, metrics)`` and the baselines and confusion
+    matrix on the main process, and release the process group. Errors follow :func:`finetune.cli.run_command`: a
+    message and exit status 2 (config) or 1, the traceback with ``--debug``."""
     import argparse
 
     from accelerate import PartialState
 
     from .cli import add_debug_argument, run_command
     from .config import load_config
+    from .reporting import run_summary
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help=f"recipe YAML (recipes/configs/{task}_*.yaml)")
@@ -230,10 +389,11 @@ def recipe_main(
         cfg = load_config(args.config, args.overrides)
         if cfg.task != task:
             parser.error(f"{args.config} is a {cfg.task!r} recipe; this script runs {task!r} recipes")
-        metrics = run_recipe(cfg)
         state = PartialState()
+        metrics = run_recipe(cfg, echo=print if state.is_main_process else lambda text: None)
         if state.is_main_process:
             print(summary(cfg, metrics))
+            print(run_summary(metrics))
         state.destroy_process_group()
         return 0
 

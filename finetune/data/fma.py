@@ -83,20 +83,19 @@ def load_fma(
     metadata_dir: str | os.PathLike[str],
     audio_dir: str | os.PathLike[str],
     subset: str = "small",
-    sample_rate: int | None = None,
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
 ) -> DatasetDict:
     """Load FMA ``small`` or ``medium`` with its official train/validation/test split.
 
-    Columns: ``path``, ``name`` (the six-digit track id), ``track_id``, ``artist_id``, ``label`` (``genre_top``).
+    Columns: ``path``, ``name`` (the six-digit track id), ``track_id``, ``artist_id``, ``label`` (``genre_top``)
+    and the header facts of :func:`~finetune.data.lazy.build_splits`.
 
     Args:
         metadata_dir: ``fma_metadata`` (or the ``tracks.csv`` file itself).
         audio_dir: ``fma_small`` / ``fma_medium`` (the folders ``000/`` ... ``155/``).
         subset: ``"small"`` or ``"medium"`` (medium includes small's tracks, as in FMA).
-        sample_rate: decode audio at this rate; None keeps the files' rate (44.1 kHz mostly).
         on_error: ``"skip"`` or ``"raise"`` for tracks without genre, with an unknown split or artist id, or
             with missing, unreadable or too short audio.
         min_duration: clips shorter than this many seconds count as bad.
@@ -151,7 +150,7 @@ def load_fma(
             "label": ClassLabel(names=genres),
         }
     )
-    return build_splits(columns, features, splits, report, sample_rate)
+    return build_splits(columns, features, splits, report)
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -179,6 +178,7 @@ class FMAConfig(DataConfig):
     full_check: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.subset not in _SUBSETS[:2]:
             raise ValueError(f"subset must be 'small' or 'medium', got {self.subset!r}")
 
@@ -194,12 +194,11 @@ def _fma_dir(config: FMAConfig, key: str, default: str) -> Path:
 
 @register_dataset("fma", FMAConfig)
 def build_fma(config: FMAConfig, sample_rate: int) -> TaskData:
-    """FMA small/medium with its official split, decoded at ``sample_rate``: single-label genres."""
+    """FMA small/medium with its official split (read at any ``sample_rate``): single-label genres."""
     splits = load_fma(
         _fma_dir(config, "metadata_dir", "fma_metadata"),
         _fma_dir(config, "audio_dir", f"fma_{config.subset}"),
         subset=config.subset,
-        sample_rate=sample_rate,
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,

@@ -1,49 +1,37 @@
-"""Any audio collection: a class-per-folder tree (:func:`load_audio_folder`, data set ``folder``) or a CSV / JSONL
-manifest (:func:`load_manifest`, data set ``manifest``) with labels, ratings, groups (e.g. artists) and optional
-predefined splits.
+"""A class-per-folder tree of audio files (:func:`load_audio_folder`, data set ``folder``), optionally under
+train/validation/test folders, optionally with groups (a sub-folder or a file-name part: ``group_pattern``).
 
-Without predefined splits the rows are split by :func:`finetune.data.splits.split_indices`: stratified by label and,
-given a group column, group-disjoint (no artist in two splits). Policies for bad entries are those of
-:mod:`finetune.data.lazy`; in addition a manifest row with a missing label or rating, or a rating outside
-``rating_range``, is a bad entry, and a file listed twice (or, in a folder tree, one file name under two classes)
-raises :class:`~finetune.data.lazy.DataError`.
+Without split folders the files are split by :func:`finetune.data.splits.split_indices`: stratified by class and,
+with ``group_pattern``, group-disjoint (no album or artist in two splits, so one track's crops never leak between
+them). Policies for bad entries are those of :mod:`finetune.data.lazy`; in addition a file that ``group_pattern``
+does not match is a bad entry, one file name under two classes raises :class:`~finetune.data.lazy.DataError`, and
+an empty class folder is left out with a note. CSV / JSONL manifests are :mod:`finetune.data.manifest`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
-from collections import Counter
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from datasets import ClassLabel, DatasetDict, Features, Value
-from datasets import Sequence as SequenceFeature
 
-from heads.tasks import RATING, SINGLE_LABEL
+from heads.tasks import SINGLE_LABEL
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
 from .registry import DataConfig, TaskData, register_dataset, required_path
-from .splits import check_disjoint, split_indices
+from .splits import SPLIT_ALIASES, check_disjoint, split_indices
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "FolderConfig",
-    "ManifestConfig",
     "build_folder",
-    "build_manifest",
     "load_audio_folder",
-    "load_manifest",
 ]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".au", ".aiff", ".aif")
-# folder or column values that name a predefined split
-_SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation"}
-_SPLIT_NAMES |= {"val": "validation", "dev": "validation", "test": "test"}
 
 
 def _class_files(folder: Path, extensions: Sequence[str], report: LoadReport) -> dict[str, list[Path]]:
@@ -52,6 +40,8 @@ def _class_files(folder: Path, extensions: Sequence[str], report: LoadReport) ->
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
         if files:
             classes[d.name] = files
+        else:
+            report.note(f"class folder {d} holds no audio files ({', '.join(extensions)}) and is left out")
     loose = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions]
     if loose:
         report.note(
@@ -60,47 +50,76 @@ def _class_files(folder: Path, extensions: Sequence[str], report: LoadReport) ->
     return classes
 
 
+def _group_of(pattern: re.Pattern[str], relative: str) -> str | None:
+    """The group ``pattern`` finds in a file's path relative to its class folder: its ``group`` named group, else
+    its first group, else the whole match; None when it does not match."""
+    m = pattern.search(relative)
+    if m is None:
+        return None
+    if "group" in pattern.groupindex:
+        return m["group"]
+    return m[1] if pattern.groups else m[0]
+
+
 def load_audio_folder(
     root: str | os.PathLike[str],
     extensions: Sequence[str] = AUDIO_EXTENSIONS,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
-    sample_rate: int | None = None,
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    group_pattern: str | None = None,
 ) -> DatasetDict:
-    """Load ``root/<class>/**/<file>`` as a labelled data set (``path``, ``name``, ``label``).
+    """Load ``root/<class>/**/<file>`` as a labelled data set (``path``, ``name``, ``label``, ``group`` with
+    ``group_pattern``, and the header facts of :func:`~finetune.data.lazy.build_splits`).
 
     If ``root`` holds ``train``/``validation`` (or ``valid``, ``val``, ``dev``)/``test`` folders, each with class
-    folders, those are the splits; otherwise the files are split by ``fractions`` (stratified, seeded).
+    folders, those are the splits; otherwise the files are split by ``fractions`` (stratified, seeded, and
+    group-disjoint with ``group_pattern``).
 
     Args:
         root: the tree's top folder.
         extensions: file suffixes that count as audio.
         fractions: train/validation/test fractions when the tree has no split folders.
         seed: seed of that split.
-        sample_rate: decode audio at this rate; None keeps each file's rate.
-        on_error: ``"skip"`` or ``"raise"`` for unreadable or too short audio.
+        on_error: ``"skip"`` or ``"raise"`` for unreadable or too short audio, and files without a group.
         min_duration: audio shorter than this many seconds counts as bad.
         full_check: decode every file once at load time instead of reading headers only.
+        group_pattern: a regular expression searched in each file's path relative to its class folder (with
+            ``/``); its ``group`` named group, first group or whole match names the file's group, and groups never
+            straddle splits. ``"^([^/]+)/"``: the sub-folder (e.g. an album); ``"^([^_]+)_"``: the file name up
+            to the first ``_`` (e.g. ``artist_title.wav``).
+
+    Raises:
+        DataError: no audio, one file name under two classes, or too few files (per class, or groups) to split.
     """
     check_on_error(on_error)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
+    pattern = re.compile(group_pattern) if group_pattern is not None else None
     exts = tuple(e.lower() for e in extensions)
     report = LoadReport(f"folder {root.name}")
     split_dirs = {
-        _SPLIT_NAMES[p.name.lower()]: p
+        SPLIT_ALIASES[p.name.lower()]: p
         for p in root.iterdir()
-        if p.is_dir() and p.name.lower() in _SPLIT_NAMES
+        if p.is_dir() and p.name.lower() in SPLIT_ALIASES
     }
     trees = split_dirs or {"": root}
     rows = []
     for split, folder in trees.items():
         for cls, files in _class_files(folder, exts, report).items():
-            rows += [{"path": str(p), "name": p.stem, "class": cls, "split": split} for p in files]
+            rows += [
+                {
+                    "path": str(p),
+                    "name": p.stem,
+                    "class": cls,
+                    "split": split,
+                    "rel": p.relative_to(folder / cls),
+                }
+                for p in files
+            ]
     if not rows:
         raise DataError(f"no audio files ({', '.join(exts)}) in class folders under {root}")
     by_name: dict[str, set[str]] = {}
@@ -111,190 +130,36 @@ def load_audio_folder(
         raise DataError(
             f"{len(dupes)} file name(s) appear under more than one class: {', '.join(dupes[:20])}"
         )
+    if pattern is not None:
+        for r in rows:
+            r["group"] = _group_of(pattern, r["rel"].as_posix())
+            if r["group"] is None:
+                report.drop(
+                    f"no group (group_pattern {pattern.pattern!r} does not match)", r["rel"].as_posix()
+                )
     names = [str(Path(r["path"]).relative_to(root)) for r in rows]
     keep = scan_audio([r["path"] for r in rows], names, report, min_duration, full_check)
+    keep = [k and r.get("group", "") is not None for r, k in zip(rows, keep)]
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     classes = sorted({r["class"] for r in rows})
     columns = {"path": [r["path"] for r in rows], "name": [r["name"] for r in rows]}
     columns["label"] = [classes.index(r["class"]) for r in rows]
+    spec = {"path": Value("string"), "name": Value("string"), "label": ClassLabel(names=classes)}
+    groups = [r["group"] for r in rows] if pattern is not None else None
+    if groups is not None:
+        columns["group"], spec["group"] = groups, Value("string")
     if split_dirs:
         splits = {
             s: [i for i, r in enumerate(rows) if r["split"] == s] for s in ("train", "validation", "test")
         }
     else:
-        splits = split_indices(len(rows), fractions, labels=[r["class"] for r in rows], seed=seed)
-    features = Features(
-        {"path": Value("string"), "name": Value("string"), "label": ClassLabel(names=classes)}
-    )
-    return build_splits(columns, features, splits, report, sample_rate)
-
-
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}, line {i}: not valid JSON ({e.msg})") from e
-        return rows
-    if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    raise ValueError(f"manifest {path} must be .csv, .tsv or .jsonl")
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _rating(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _check_row(
-    row: dict[str, Any], opts: dict[str, Any], name: str, report: LoadReport
-) -> dict[str, Any] | None:
-    """The manifest row's label, ratings and group, or None after recording why it is dropped."""
-    out: dict[str, Any] = {}
-    if opts["label"] is not None:
-        if _blank(row.get(opts["label"])):
-            report.drop(f"missing {opts['label']!r}", name)
-            return None
-        out["label"] = str(row[opts["label"]]).strip()
-    if opts["ratings"]:
-        values = [_rating(row.get(c)) for c in opts["ratings"]]
-        absent = [c for c, v in zip(opts["ratings"], values) if v is None]
-        if absent:
-            report.drop("missing or non-numeric rating", name, ", ".join(absent))
-            return None
-        lo, hi = opts["range"] if opts["range"] is not None else (-math.inf, math.inf)
-        outside = [f"{c}={v:g}" for c, v in zip(opts["ratings"], values) if not lo <= v <= hi]
-        if outside:
-            report.drop(f"rating outside [{lo:g}, {hi:g}]", name, ", ".join(outside))
-            return None
-        out["ratings"] = values
-    if opts["group"] is not None:
-        if _blank(row.get(opts["group"])):
-            report.drop(f"missing {opts['group']!r}", name)
-            return None
-        out["group"] = str(row[opts["group"]]).strip()
-    if opts["split"] is not None:
-        value = str(row.get(opts["split"], "")).strip().lower()
-        if value not in _SPLIT_NAMES:
-            report.drop(f"unknown {opts['split']!r} value", name, repr(row.get(opts["split"])))
-            return None
-        out["split"] = _SPLIT_NAMES[value]
-    return out
-
-
-def load_manifest(
-    path: str | os.PathLike[str],
-    audio_root: str | os.PathLike[str] | None = None,
-    label_column: str | None = "label",
-    rating_columns: Sequence[str] | None = None,
-    group_column: str | None = None,
-    path_column: str = "path",
-    split_column: str | None = None,
-    rating_range: tuple[float, float] | None = None,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    sample_rate: int | None = None,
-    on_error: OnError = "skip",
-    min_duration: float | None = None,
-    full_check: bool = False,
-) -> DatasetDict:
-    """Load a CSV/TSV/JSONL manifest: one row per file, with a label and/or ratings.
-
-    Columns of the result: ``path``, ``name``, and ``label`` (class names sorted), ``ratings`` (float32 per
-    ``rating_columns``, in that order) and ``group`` when asked for.
-
-    Args:
-        path: the manifest.
-        audio_root: folder that relative paths are relative to; None means the manifest's folder.
-        label_column: column with class labels, or None for none.
-        rating_columns: columns with numeric ratings (targets of a regression), or None.
-        group_column: column whose values must not straddle splits (artist, performer, piece).
-        path_column: column with the audio file paths.
-        split_column: column with predefined splits (train/validation/test, also valid/val/dev/training).
-        rating_range: inclusive (low, high) bounds every rating must lie in.
-        fractions: train/validation/test fractions when there is no split column.
-        seed: seed of that split.
-        sample_rate: decode audio at this rate; None keeps each file's rate.
-        on_error: ``"skip"`` or ``"raise"`` for bad rows and unreadable or too short audio.
-        min_duration: audio shorter than this many seconds counts as bad.
-        full_check: decode every file once at load time instead of reading headers only.
-    """
-    check_on_error(on_error)
-    if label_column is None and not rating_columns:
-        raise ValueError("give label_column and/or rating_columns: a manifest needs something to learn")
-    path = Path(path).expanduser()
-    table = _read_table(path)
-    needed = [
-        c for c in (path_column, label_column, group_column, split_column, *(rating_columns or ())) if c
-    ]
-    absent = [c for c in needed if table and c not in table[0]]
-    if not table or absent:
-        raise DataError(f"manifest {path} is empty or lacks the column(s) {absent}")
-    base = Path(audio_root).expanduser() if audio_root is not None else path.parent
-    listed = Counter(str(r[path_column]).strip() for r in table)
-    dupes = sorted(p for p, n in listed.items() if n > 1)
-    if dupes:
-        raise DataError(f"{len(dupes)} file(s) listed more than once in {path}: {', '.join(dupes[:20])}")
-    report = LoadReport(f"manifest {path.name}")
-    opts = {"label": label_column, "ratings": list(rating_columns or []), "group": group_column}
-    opts |= {"range": rating_range, "split": split_column}
-    rows = []
-    for r in table:
-        rel = str(r[path_column]).strip()
-        checked = _check_row(r, opts, rel, report)
-        if checked is not None:
-            rows.append({"path": str(base / rel), "name": Path(rel).stem, "rel": rel, **checked})
-    keep = scan_audio([r["path"] for r in rows], [r["rel"] for r in rows], report, min_duration, full_check)
-    report.resolve(on_error)
-    rows = [r for r, k in zip(rows, keep) if k]
-    if not rows:
-        raise DataError(f"no usable rows in {path} ({report.summary()})")
-    return _manifest_splits(rows, opts, fractions, seed, report, sample_rate)
-
-
-def _manifest_splits(
-    rows: list[dict[str, Any]],
-    opts: dict[str, Any],
-    fractions: Sequence[float],
-    seed: int,
-    report: LoadReport,
-    sample_rate: int | None,
-) -> DatasetDict:
-    spec: dict[str, Any] = {"path": Value("string"), "name": Value("string")}
-    columns: dict[str, list] = {"path": [r["path"] for r in rows], "name": [r["name"] for r in rows]}
-    labels = [r["label"] for r in rows] if opts["label"] is not None else None
-    groups = [r["group"] for r in rows] if opts["group"] is not None else None
-    if labels is not None:
-        classes = sorted(set(labels))
-        spec["label"] = ClassLabel(names=classes)
-        columns["label"] = [classes.index(v) for v in labels]
-    if opts["ratings"]:
-        spec["ratings"] = SequenceFeature(Value("float32"), length=len(opts["ratings"]))
-        columns["ratings"] = [r["ratings"] for r in rows]
+        splits = split_indices(
+            len(rows), fractions, labels=[r["class"] for r in rows], groups=groups, seed=seed
+        )
     if groups is not None:
-        spec["group"] = Value("string")
-        columns["group"] = groups
-    if opts["split"] is not None:
-        splits = {
-            s: [i for i, r in enumerate(rows) if r["split"] == s] for s in ("train", "validation", "test")
-        }
-    else:
-        splits = split_indices(len(rows), fractions, labels=labels, groups=groups, seed=seed)
-    if groups is not None:
-        check_disjoint({s: [groups[i] for i in idx] for s, idx in splits.items()}, what=opts["group"])
-    return build_splits(columns, Features(spec), splits, report, sample_rate)
+        check_disjoint({s: [groups[i] for i in idx] for s, idx in splits.items()}, what="group")
+    return build_splits(columns, Features(spec), splits, report)
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -306,7 +171,8 @@ class FolderConfig(DataConfig):
 
     Attributes:
         root: the tree's top folder, one folder per class (optionally under train/validation/test); required.
-        extensions, fractions, on_error, min_duration, full_check: as in :func:`load_audio_folder`.
+        extensions, fractions, on_error, min_duration, full_check, group_pattern: as in
+            :func:`load_audio_folder`.
     """
 
     name: str = "folder"
@@ -316,82 +182,30 @@ class FolderConfig(DataConfig):
     on_error: OnError = "skip"
     min_duration: float | None = None
     full_check: bool = False
+    group_pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as e:
+                raise ValueError(
+                    f"group_pattern {self.group_pattern!r} is not a regular expression: {e}"
+                ) from e
 
 
 @register_dataset("folder", FolderConfig)
 def build_folder(config: FolderConfig, sample_rate: int) -> TaskData:
-    """A class-per-folder tree decoded at ``sample_rate``: single-label, classes named by their folders."""
+    """A class-per-folder tree (read at any ``sample_rate``): single-label, classes named by their folders."""
     splits = load_audio_folder(
         required_path(config, "root", "the folder of class folders"),
         extensions=config.extensions,
         fractions=config.fractions,
         seed=config.seed,
-        sample_rate=sample_rate,
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        group_pattern=config.group_pattern,
     )
-    return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))
-
-
-@dataclass
-class ManifestConfig(DataConfig):
-    """``data.name=manifest``: the settings of :func:`load_manifest` (``seed`` is the shared one).
-
-    A recipe learns one target: class labels (``label_column``) or ratings (``rating_columns`` with
-    ``label_column: null``).
-
-    Attributes:
-        labels: the CSV/TSV/JSONL manifest; required.
-        root: folder that relative audio paths are relative to; None means the manifest's folder.
-        label_column, rating_columns, group_column, path_column, split_column, rating_range, fractions,
-            on_error, min_duration, full_check: as in :func:`load_manifest`.
-    """
-
-    name: str = "manifest"
-    labels: str | None = None
-    root: str | None = None
-    label_column: str | None = "label"
-    rating_columns: tuple[str, ...] | None = None
-    group_column: str | None = None
-    path_column: str = "path"
-    split_column: str | None = None
-    rating_range: tuple[float, float] | None = None
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    on_error: OnError = "skip"
-    min_duration: float | None = None
-    full_check: bool = False
-
-    def __post_init__(self) -> None:
-        if self.label_column is not None and self.rating_columns:
-            raise ValueError(
-                "a recipe learns labels or ratings, not both: set label_column=null to learn "
-                f"rating_columns {list(self.rating_columns)}, or leave rating_columns out to learn "
-                f"{self.label_column!r}"
-            )
-        if self.label_column is None and not self.rating_columns:
-            raise ValueError("give label_column or rating_columns: a manifest needs something to learn")
-
-
-@register_dataset("manifest", ManifestConfig)
-def build_manifest(config: ManifestConfig, sample_rate: int) -> TaskData:
-    """A manifest decoded at ``sample_rate``: single-label (``label_column``) or ratings (``rating_columns``)."""
-    splits = load_manifest(
-        required_path(config, "labels", "the CSV/TSV/JSONL manifest"),
-        audio_root=Path(config.root).expanduser() if config.root is not None else None,
-        label_column=config.label_column,
-        rating_columns=config.rating_columns,
-        group_column=config.group_column,
-        path_column=config.path_column,
-        split_column=config.split_column,
-        rating_range=config.rating_range,
-        fractions=config.fractions,
-        seed=config.seed,
-        sample_rate=sample_rate,
-        on_error=config.on_error,
-        min_duration=config.min_duration,
-        full_check=config.full_check,
-    )
-    if config.rating_columns:
-        return TaskData(splits, RATING, tuple(config.rating_columns))
     return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

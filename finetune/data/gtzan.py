@@ -198,13 +198,13 @@ def load_gtzan(
     fold_index: int = 0,
     n_folds: int = 10,
     seed: int = 0,
-    sample_rate: int | None = None,
     on_error: OnError = "skip",
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     min_duration: float | None = None,
     full_check: bool = False,
 ) -> DatasetDict:
-    """Load GTZAN as a ``DatasetDict`` with columns ``path``, ``name`` (``blues.00012``), ``label`` (genre).
+    """Load GTZAN as a ``DatasetDict`` with columns ``path``, ``name`` (``blues.00012``), ``label`` (genre) and the
+    header facts of :func:`~finetune.data.lazy.build_splits` (rows hold no audio: see :mod:`finetune.data.lazy`).
 
     Args:
         root: the GTZAN folder (``genres/``, ``genres_original/`` or the genre folders themselves).
@@ -213,7 +213,6 @@ def load_gtzan(
         fold_index: which fold is the test set (``"kfold"``).
         n_folds: number of folds (``"kfold"``).
         seed: seed of the ``"random"`` and ``"kfold"`` splits.
-        sample_rate: decode audio at this rate; None keeps the files' rate (22050 Hz).
         on_error: ``"skip"`` or ``"raise"`` for missing, unreadable or too short clips.
         fractions: train/validation/test fractions of the ``"random"`` split.
         min_duration: clips shorter than this many seconds count as bad.
@@ -221,7 +220,11 @@ def load_gtzan(
             fail mid-epoch).
 
     Returns:
-        train/validation/test (``"kfold"``: train/test), rows decoded lazily (see :mod:`finetune.data.lazy`).
+        train/validation/test (``"kfold"``: train/test).
+
+    Raises:
+        DataError: a ``"random"`` or ``"kfold"`` split of too few clips (a partial copy); the message says how many
+            each genre needs.
     """
     if split not in _SPLITTERS:
         raise ValueError(f"split must be one of {sorted(_SPLITTERS)}, got {split!r}")
@@ -235,7 +238,13 @@ def load_gtzan(
         "seed": seed,
         "fractions": fractions,
     }
-    names, splits = _SPLITTERS[split](sorted(files), opts)
+    if split == "fault_filtered":
+        names, splits = _fault_filtered(sorted(files), opts)
+    else:
+        try:
+            names, splits = _SPLITTERS[split](sorted(files), opts)
+        except DataError as e:  # too few clips to split: say how many there are
+            raise DataError(f"GTZAN in {genre_dir} has {len(files)} of its 1000 clips: {e}") from e
     report = LoadReport("gtzan")
     paths = [str(files.get(n, genre_dir / n.split(".")[0] / f"{n}.wav")) for n in names]
     shown = [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]  # e.g. jazz/jazz.00054.wav
@@ -246,7 +255,7 @@ def load_gtzan(
     features = Features(
         {"path": Value("string"), "name": Value("string"), "label": ClassLabel(names=list(GTZAN_GENRES))}
     )
-    return build_splits(columns, features, splits, report, sample_rate)
+    return build_splits(columns, features, splits, report)
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -274,6 +283,7 @@ class GTZANConfig(DataConfig):
     full_check: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.split not in _SPLITTERS:
             raise ValueError(
                 f"split must be one of {', '.join(_SPLITTERS)}, got {self.split!r}"
@@ -283,7 +293,7 @@ class GTZANConfig(DataConfig):
 
 @register_dataset("gtzan", GTZANConfig)
 def build_gtzan(config: GTZANConfig, sample_rate: int) -> TaskData:
-    """GTZAN decoded at ``sample_rate``: 10 genres, single-label."""
+    """GTZAN (read at any ``sample_rate``): 10 genres, single-label."""
     root = required_path(config, "root", "the GTZAN folder (genres/ or genres_original/)")
     splits = load_gtzan(
         root,
@@ -292,7 +302,6 @@ def build_gtzan(config: GTZANConfig, sample_rate: int) -> TaskData:
         fold_index=config.fold_index,
         n_folds=config.n_folds,
         seed=config.seed,
-        sample_rate=sample_rate,
         on_error=config.on_error,
         fractions=config.fractions,
         min_duration=config.min_duration,

@@ -1,21 +1,24 @@
-"""What every real-data loader shares: the lazily decoded audio column, the load-time audio scan, and the policy
-for bad entries.
+"""What every real-data loader shares: rows that name files and carry their header facts, the load-time audio
+scan, and the policy for bad entries.
 
-A loader builds plain columns (``path``, ``name``, labels, metadata) into a ``datasets.Dataset`` and attaches
-:class:`DecodeAudio` with ``with_transform``: nothing is decoded until a row is read, and then through our own
-:func:`finetune.data.audio.load_audio` (``datasets``' ``Audio`` feature would need torchcodec/ffmpeg). A row read
-(``ds[i]``, ``ds[i:j]``, iteration, a ``DataLoader``) gains ``audio`` (float32 tensor [C, N]) and ``sampling_rate``.
-For metadata, drop the transform first: ``ds.with_format(None)["label"]`` reads no audio, whereas in ``datasets``
->= 4 ``ds["label"]`` on a data set with a transform goes through whole rows and so decodes every clip.
+A loader builds plain columns (``path``, ``name``, labels, metadata) and :func:`build_splits` turns them into a
+``datasets.DatasetDict`` with the facts the load-time scan read from each file's header: ``duration`` (seconds),
+``frames`` and ``file_rate`` (Hz). Rows hold no audio: :class:`~finetune.data.collate.CropCollate` reads the
+windows it needs from the files (the row contract is in :mod:`finetune.data.tracks`), so column access
+(``ds["train"]["player"]``) and row access are as cheap as reading a table, whatever the tracks' lengths. To get
+whole decoded clips on row access, attach :class:`DecodeAudio`: ``ds.with_transform(DecodeAudio(16000))`` (then,
+in ``datasets`` >= 4, column access goes through whole rows and decodes too).
 
 Bad entries policy (``on_error``), the same in every loader:
 
-- ``"skip"`` (default): each bad entry (unreadable or missing audio, audio shorter than ``min_duration``, a missing
-  or out-of-range label) is dropped; one ``warnings.warn`` names every dropped entry with its reason and the counts,
-  and the same summary is stored in each split's ``info.description``. Audio is checked once at load time
-  (:func:`scan_audio`): the header only by default, or a full decode with ``full_check=True``, after which no file
-  can fail mid-epoch. (A file whose header is fine but whose data is damaged, e.g. a truncated WAV, otherwise
-  raises :class:`~finetune.data.audio.AudioLoadError`, naming it, when its row is read.)
+- ``"skip"`` (default): each bad entry (unreadable, empty or missing audio, a truncated WAV, audio shorter than
+  ``min_duration``, a missing or out-of-range label) is dropped; one ``warnings.warn`` names the dropped entries
+  with their reason and the counts, and the same summary is stored in each split's ``info.description``. Long
+  lists are cut to their first entries in these messages; the full list is written to a file under
+  ``$MUSICFT_CACHE/load_reports/`` whose path the message gives. Audio is checked once at load time
+  (:func:`scan_audio`): the header only by default, or a full decode with ``full_check=True``. A file whose header
+  is fine but whose data is damaged is skipped when a window of it fails to read (see
+  :class:`~finetune.data.collate.CropCollate`).
 - ``"raise"``: the loader raises :class:`DataError` with the same summary instead.
 
 Ambiguous input (a file name listed twice, a split list naming a track twice) always raises :class:`DataError`:
@@ -26,17 +29,19 @@ warned about and recorded, whatever the policy.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import soundfile as sf
-from datasets import Dataset, DatasetDict, DatasetInfo, Features
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Value
 from tqdm.auto import tqdm
 
-from .audio import AudioLoadError, load_audio
+from backbones.checkpoints import cache_dir
+
+from .audio import AudioInfo, AudioLoadError, audio_info, load_audio
 
 __all__ = [
     "DataError",
@@ -49,6 +54,7 @@ __all__ = [
 ]
 
 OnError = Literal["skip", "raise"]
+SHOWN_ENTRIES = 10  # entries per reason named in a warning; the rest are counted and written to a file
 
 
 class DataError(ValueError):
@@ -63,7 +69,8 @@ def check_on_error(on_error: str) -> None:
 
 @dataclass
 class LoadReport:
-    """Entries dropped while loading a data set (by reason) and notes that are not errors.
+    """Entries dropped while loading a data set (by reason), notes that are not errors, and the headers the
+    load-time scan read.
 
     Args:
         dataset: the data set's name, used in messages.
@@ -72,6 +79,8 @@ class LoadReport:
     dataset: str
     dropped: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    headers: dict[str, AudioInfo] = field(default_factory=dict)
+    full_list: Path | None = None
 
     def drop(self, reason: str, name: str, detail: str = "") -> None:
         """Record that entry ``name`` is dropped for ``reason`` (``detail`` says more, e.g. the decoder's error)."""
@@ -85,40 +94,43 @@ class LoadReport:
     def n_dropped(self) -> int:
         return sum(len(v) for v in self.dropped.values())
 
-    def summary(self) -> str:
-        """One paragraph: counts per reason with every entry named, then the notes."""
+    def summary(self, limit: int | None = SHOWN_ENTRIES) -> str:
+        """One paragraph: counts per reason with the entries named (the first ``limit`` of each reason; all with
+        None), then the notes, then where the full list was written (see :meth:`resolve`)."""
         parts = [f"{self.dataset}: dropped {self.n_dropped} entr{'y' if self.n_dropped == 1 else 'ies'}"]
-        parts += [f"{reason} ({len(names)}): {', '.join(names)}" for reason, names in self.dropped.items()]
+        for reason, names in self.dropped.items():
+            shown = names if limit is None else names[:limit]
+            more = f", ... (+{len(names) - len(shown)} more)" if len(shown) < len(names) else ""
+            parts.append(f"{reason} ({len(names)}): {', '.join(shown)}{more}")
         text = "; ".join(parts) if self.dropped else f"{self.dataset}: nothing dropped"
-        return text + "".join(f". {n}" for n in self.notes)
+        text += "".join(f". {n}" for n in self.notes)
+        if limit is not None and self.full_list is not None:
+            text += f". Every entry is listed in {self.full_list}"
+        return text
 
     def resolve(self, on_error: OnError) -> None:
-        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped) or warn once."""
+        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped) or warn once.
+
+        When a reason has more than :data:`SHOWN_ENTRIES` entries, the full summary is first written to
+        ``$MUSICFT_CACHE/load_reports/<data set>.txt`` (:attr:`full_list`) and the messages point there.
+        """
         check_on_error(on_error)
+        if any(len(names) > SHOWN_ENTRIES for names in self.dropped.values()):
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset).strip("_") or "dataset"
+            self.full_list = cache_dir() / "load_reports" / f"{slug}.txt"
+            self.full_list.parent.mkdir(parents=True, exist_ok=True)
+            self.full_list.write_text(self.summary(limit=None).replace("; ", "\n") + "\n")
         if self.dropped and on_error == "raise":
             raise DataError(self.summary() + " (pass on_error='skip' to drop these entries and go on)")
         if self.dropped or self.notes:
             warnings.warn(self.summary(), stacklevel=3)
 
 
-def _header_problem(path: str | os.PathLike[str]) -> tuple[str, str] | tuple[None, float]:
-    """(reason, detail) for a file whose header cannot be read, else (None, duration in seconds)."""
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError, ValueError) as e:  # soundfile's LibsndfileError is a RuntimeError
-        return "unreadable audio", str(e).splitlines()[0] if str(e) else type(e).__name__
-    if info.frames <= 0 or info.samplerate <= 0:
-        return "unreadable audio", "no audio frames"
-    return None, info.frames / info.samplerate
-
-
-def _decode_problem(path: str | os.PathLike[str]) -> tuple[str, str] | tuple[None, float]:
-    """(reason, detail) for a file that does not decode, else (None, duration in seconds)."""
-    try:
-        wave, sr = load_audio(path, mono=True)
-    except AudioLoadError as e:
-        return "unreadable audio", e.reason
-    return None, wave.shape[-1] / sr
+def _full_check(path: str | os.PathLike[str]) -> AudioInfo:
+    """The header, after decoding the whole file once (which finds damage past the header)."""
+    info = audio_info(path)
+    load_audio(path, mono=True)
+    return info
 
 
 def scan_audio(
@@ -128,17 +140,18 @@ def scan_audio(
     min_duration: float | None = None,
     full_check: bool = False,
 ) -> list[bool]:
-    """Check every audio file once at load time, with a progress bar.
+    """Check every audio file once at load time, with a progress bar, and record its header in ``report``.
 
-    By default only the header is read (``soundfile.info``: cheap); ``full_check`` decodes each file with
-    :func:`~finetune.data.audio.load_audio`, which also finds damage past the header (truncated data, NaN samples),
-    so that no file can fail later, mid-epoch. Missing, unreadable or empty files, and files shorter than
-    ``min_duration`` seconds, are recorded in ``report`` under their ``names``.
+    By default only the header is read (:func:`~finetune.data.audio.audio_info`: cheap; it also finds empty
+    files and truncated WAVs); ``full_check`` decodes each file with :func:`~finetune.data.audio.load_audio`,
+    which also finds damage past the header (truncated compressed data, NaN samples). Missing, unreadable or
+    empty files, and files shorter than ``min_duration`` seconds, are recorded in ``report`` under their
+    ``names``; the headers of the others go to ``report.headers`` (by ``str(path)``) for :func:`build_splits`.
 
     Returns:
         One flag per file: True where the file is usable.
     """
-    check = _decode_problem if full_check else _header_problem
+    check = _full_check if full_check else audio_info
     keep = []
     for path, name in zip(
         tqdm(paths, desc=f"checking {report.dataset} audio", unit="file", leave=False), names
@@ -147,18 +160,27 @@ def scan_audio(
             report.drop("missing audio file", name, str(path))
             keep.append(False)
             continue
-        reason, detail = check(path)
-        if reason is None and min_duration is not None and detail < min_duration:
-            reason, detail = f"shorter than min_duration={min_duration:g} s", f"{detail:.3f} s"
-        if reason is not None:
-            report.drop(reason, name, str(detail))
-        keep.append(reason is None)
+        try:
+            info = check(path)
+        except AudioLoadError as e:
+            report.drop("unreadable audio", name, e.reason)
+            keep.append(False)
+            continue
+        if min_duration is not None and info.duration < min_duration:
+            report.drop(f"shorter than min_duration={min_duration:g} s", name, f"{info.duration:.3f} s")
+            keep.append(False)
+            continue
+        report.headers[str(path)] = info
+        keep.append(True)
     return keep
 
 
 @dataclass(frozen=True)
 class DecodeAudio:
-    """``Dataset.with_transform`` callable that adds decoded audio to every batch that has a ``path`` column.
+    """Opt-in ``Dataset.with_transform`` callable that decodes whole files into every row that has a ``path``.
+
+    Rows of the loaders hold no audio (the collate reads windows); this gives row access whole clips, e.g. to
+    listen to or plot a few. Long files cost their whole decode on every access.
 
     Args:
         sample_rate: resample to this rate in Hz; None keeps each file's own rate.
@@ -181,20 +203,32 @@ class DecodeAudio:
         return {**batch, "audio": audio, "sampling_rate": rates}
 
 
+HEADER_FEATURES = {"duration": Value("float64"), "frames": Value("int64"), "file_rate": Value("int32")}
+
+
 def build_splits(
     columns: Mapping[str, Sequence[Any]],
     features: Features,
     splits: Mapping[str, Sequence[int]],
     report: LoadReport,
-    sample_rate: int | None,
+    sample_rate: int | None = None,
 ) -> DatasetDict:
-    """Turn column lists into a ``DatasetDict`` of the given row indices, with the lazy audio column attached.
+    """Turn column lists into a ``DatasetDict`` of the given row indices, adding each file's header facts.
 
-    The report's summary becomes each split's ``info.description``.
+    ``duration`` (seconds), ``frames`` and ``file_rate`` come from the headers :func:`scan_audio` recorded in
+    ``report`` (None for a path it did not read: the reader then reads the header when the row is opened). The
+    report's summary becomes each split's ``info.description``. ``sample_rate`` is accepted for loaders that pass
+    the model's rate and is not used: rows hold no audio (windows are read at the collate's rate).
     """
     if "path" not in columns:
         raise ValueError("a data set needs a 'path' column")
+    infos = [report.headers.get(str(p)) for p in columns["path"]]
+    header_columns = {
+        "duration": [i.duration if i else None for i in infos],
+        "frames": [i.frames if i else None for i in infos],
+        "file_rate": [i.sample_rate if i else None for i in infos],
+    }
+    features = Features({**features, **HEADER_FEATURES})
     info = DatasetInfo(description=report.summary(), features=features)
-    full = Dataset.from_dict(dict(columns), features=features, info=info)
-    parts = DatasetDict({name: full.select(list(idx)) for name, idx in splits.items()})
-    return parts.with_transform(DecodeAudio(sample_rate))
+    full = Dataset.from_dict({**columns, **header_columns}, features=features, info=info)
+    return DatasetDict({name: full.select(list(idx)) for name, idx in splits.items()})

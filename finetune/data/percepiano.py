@@ -303,6 +303,7 @@ class PercePianoConfig(DataConfig):
     render_workers: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.fold not in _FOLD_GROUP:
             raise ValueError(
                 f"fold must be one of {', '.join(_FOLD_GROUP)}, got {self.fold!r}"

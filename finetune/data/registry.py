@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from datasets import DatasetDict
 
@@ -49,7 +49,8 @@ class TaskData:
     """A loaded data set: its ``train``/``validation``/``test`` splits, its task and the output names.
 
     Attributes:
-        splits: rows with ``audio`` and ``sampling_rate`` (or ``sample_rate``) and the task's target column.
+        splits: rows the collate reads (in-memory audio, or a file's ``path`` with its header facts: see
+            :mod:`finetune.data.tracks`) and the task's target column.
         task: what is learned (:data:`heads.SINGLE_LABEL`, :data:`heads.RATING`, ...).
         names: class names or rating dimensions, in output order.
     """
@@ -70,21 +71,33 @@ class DataConfig(StrictConfig):
         name: a registered data set (:data:`DATASETS`).
         clip_seconds: clip length (of generated clips; for real data, the nominal length that bounds the window).
         crop_seconds: window length; None uses the backbone's input length (at most ``clip_seconds``).
-        train_crops: random windows per training clip (fixed windows with ``cache_embeddings``).
-        eval_crops: windows per evaluation clip; their predictions are averaged.
+        train_crops: random windows per training clip in one batch (fixed windows with ``cache_embeddings``).
+        crops_per_track: training: each clip is visited this many times per epoch, each time with new random
+            windows, in different batches (many crops of long tracks per epoch).
+        eval_crops: windows per evaluation clip, evenly spaced over the whole clip; their predictions are averaged.
         seed: seed of generated data, data splits and training crops.
         augment: waveform augmentations of training batches, e.g. ``{gain: {min_db: -6, max_db: 6}}``.
         cache_embeddings: linear probes: run the frozen backbone once per window and train on cached vectors.
+        decode_cache: files to decode once into an on-disk cache at the model's rate, read by memory map
+            (:mod:`finetune.data.decoded`): ``"off"``, ``"slow_seek"`` (MP3) or ``"all"``.
     """
 
     name: str = "synthetic_genres"
     clip_seconds: float = 10.0
     crop_seconds: float | None = None
     train_crops: int = 1
+    crops_per_track: int = 1
     eval_crops: int = 1
     seed: int = 0
     augment: dict[str, Any] = field(default_factory=dict)
     cache_embeddings: bool = False
+    decode_cache: Literal["off", "slow_seek", "all"] = "off"
+
+    def __post_init__(self) -> None:
+        """Check the shared settings; a data set's config class that has its own ``__post_init__`` calls this."""
+        for key in ("train_crops", "crops_per_track", "eval_crops"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
 
     @classmethod
     def config_class_for(cls, data: Mapping[str, Any], where: str) -> type[StrictConfig]:

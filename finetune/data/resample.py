@@ -174,6 +174,13 @@ class Resampler:
         self._bank = _design_bank(orig_sr, new_sr, lowpass_filter_width, rolloff, beta)
         self._weight = self._bank.weight.float()  # the bank in the dtype and device of the latest input
 
+    @property
+    def half_width(self) -> int:
+        """Input samples on each side of an output sample's position that its value depends on (the filter's
+        half-length, ``ceil(lowpass_filter_width / r)``): resampling a span of a longer signal is exact when the
+        span carries this many input samples of context on each side."""
+        return self._bank.width
+
     def _weight_for(self, x: Tensor) -> Tensor:
         if self._weight.dtype != x.dtype or self._weight.device != x.device:
             self._weight = self._bank.weight.to(device=x.device, dtype=x.dtype)

@@ -1,18 +1,34 @@
 """Index splits shared by the data set loaders: stratified, group-disjoint (artist, performer, piece) and k-fold.
 
 Every function returns lists of row indices, is deterministic for a given ``seed``, and checks its arguments. Groups
-(artists, performers, pieces) never straddle two parts of a group split.
+(artists, performers, pieces) never straddle two parts of a group split. A data set too small for the split asked
+for raises :class:`~finetune.data.lazy.DataError` saying how many clips each class needs (scikit-learn's own
+messages only name the first count that failed).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-__all__ = ["check_disjoint", "holdout_kfold", "kfold", "split_indices"]
+from .lazy import DataError
+
+__all__ = [
+    "SPLIT_ALIASES",
+    "check_disjoint",
+    "holdout_kfold",
+    "kfold",
+    "min_clips_per_class",
+    "split_indices",
+]
+
+# folder names or column values that name a predefined split
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation"}
+SPLIT_ALIASES |= {"val": "validation", "dev": "validation", "test": "test"}
 
 Indices = list[int]
 
@@ -41,8 +57,10 @@ def _take_group_part(
     n_parts = _n_parts(fraction)
     n_groups = len(np.unique(groups[idx]))
     if n_groups < n_parts:
-        raise ValueError(
-            f"cannot take a {fraction:.0%} group-disjoint part from {n_groups} groups; use fewer parts"
+        raise DataError(
+            f"cannot take a {fraction:.0%} group-disjoint part of {len(idx)} clips in {n_groups} groups: it is one "
+            f"of {n_parts} folds of whole groups, so it needs at least {n_parts} groups; add groups or change the "
+            "fractions"
         )
     strat = labels[idx] if labels is not None else np.zeros(len(idx))
     splitter = StratifiedGroupKFold(n_parts, shuffle=True, random_state=seed)
@@ -50,12 +68,51 @@ def _take_group_part(
     return idx[rest], idx[part]
 
 
+def min_clips_per_class(n_classes: int, fractions: Sequence[float]) -> int:
+    """The fewest clips per class with which ``n_classes`` equally large classes split stratified into
+    (train, validation, test) ``fractions``: both draws (test from all, validation from the rest) must leave every
+    part at least one clip per class and every class two clips to draw from, as scikit-learn requires."""
+    _, f_val, f_test = _check_fractions(fractions)
+    stages = [f for f in (f_test, f_val / max(1.0 - f_test, 1e-12)) if f > 0]
+    for m in range(2, 1_000_000):
+        n, per_class, ok = n_classes * m, m, True
+        for frac in stages:
+            part = math.ceil(frac * n)
+            ok = ok and per_class >= 2 and part >= n_classes and n - part >= n_classes
+            n, per_class = n - part, per_class - math.ceil(part / n_classes)
+        if ok:
+            return m
+    raise ValueError(f"no number of clips per class splits {n_classes} classes into {tuple(fractions)}")
+
+
 def _take_part(
-    idx: np.ndarray, fraction: float, labels: np.ndarray | None, seed: int
+    idx: np.ndarray, fraction: float, labels: np.ndarray | None, seed: int, fractions: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     strat = labels[idx] if labels is not None else None
-    rest, part = train_test_split(idx, test_size=fraction, random_state=seed, shuffle=True, stratify=strat)
+    try:
+        rest, part = train_test_split(
+            idx, test_size=fraction, random_state=seed, shuffle=True, stratify=strat
+        )
+    except ValueError as e:
+        if labels is None:
+            raise DataError(
+                f"cannot split {len(idx)} clips into {tuple(fractions)} (scikit-learn: {e})"
+            ) from e
+        raise DataError(_too_small(e, labels, fractions)) from e
     return np.asarray(rest), np.asarray(part)
+
+
+def _too_small(error: Exception, labels: np.ndarray, fractions: Sequence[float]) -> str:
+    """Why a stratified (train, validation, test) split failed, with the clips per class it needs."""
+    counts = Counter(labels.tolist())
+    smallest, count = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    need = min_clips_per_class(len(counts), fractions)
+    return (
+        f"cannot split {len(labels)} clips of {len(counts)} classes into train/validation/test {tuple(fractions)} "
+        f"stratified by class (scikit-learn: {error}). With these fractions each class needs at least {need} "
+        f"clips ({need * len(counts)} in all); the smallest class, {smallest!r}, has {count}. Add clips, drop or "
+        "merge small classes, or change the fractions"
+    )
 
 
 def split_indices(
@@ -72,6 +129,9 @@ def split_indices(
 
     Returns:
         ``{"train": [...], "validation": [...], "test": [...]}``, sorted indices; empty parts for zero fractions.
+
+    Raises:
+        DataError: too few clips (per class, or groups) for the fractions; the message says how many are needed.
     """
     _, f_val, f_test = _check_fractions(fractions)
     lab = _as_array(labels, n, "labels")
@@ -87,7 +147,7 @@ def split_indices(
         if grp is not None:
             rest, out[name] = _take_group_part(rest, of_rest, lab, grp, seed)
         else:
-            rest, out[name] = _take_part(rest, of_rest, lab, seed)
+            rest, out[name] = _take_part(rest, of_rest, lab, seed, fractions)
     out["train"] = rest
     return {k: sorted(int(i) for i in out[k]) for k in ("train", "validation", "test")}
 
@@ -112,7 +172,7 @@ def kfold(
     lab = _as_array(labels, n, "labels")
     grp = _as_array(groups, n, "groups")
     if grp is not None and len(np.unique(grp)) < n_folds:
-        raise ValueError(f"{n_folds} folds need at least {n_folds} groups, got {len(np.unique(grp))}")
+        raise DataError(f"{n_folds} folds need at least {n_folds} groups, got {len(np.unique(grp))}")
     if grp is not None:  # a constant label makes StratifiedGroupKFold a shuffled, size-balanced GroupKFold
         splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
         lab = lab if lab is not None else np.zeros(n)
@@ -120,7 +180,16 @@ def kfold(
         splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_folds, shuffle=True, random_state=seed)
-    train, test = list(splitter.split(np.zeros(n), lab, grp))[fold_index]
+    try:
+        train, test = list(splitter.split(np.zeros(n), lab, grp))[fold_index]
+    except ValueError as e:
+        counts = Counter(lab.tolist()) if lab is not None else Counter({"all": n})
+        smallest, count = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        raise DataError(
+            f"cannot make {n_folds} folds of {n} clips (scikit-learn: {e}). Each of the {n_folds} test folds "
+            f"takes a share of every class, so a class needs at least {n_folds} clips; the smallest, {smallest!r}, "
+            f"has {count}. Lower n_folds or add clips"
+        ) from e
     return {"train": sorted(int(i) for i in train), "test": sorted(int(i) for i in test)}
 
 

@@ -99,3 +99,45 @@ def test_tasks_without_plots_and_double_registration_are_refused(tmp_path: Path)
     with pytest.raises(ValueError, match="plots for task 'rating' are registered twice"):
         plots.register_task_plots("rating")(lambda *args: [])
     assert set(plots.TASK_PLOTS) == {"single_label", "multi_label", "rating"}
+
+
+def _outside(fig: Any, legend: Any, ax: Any) -> bool:
+    fig.canvas.draw()
+    return not legend.get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_confusion_matrix_and_reliability_titles_carry_their_numbers(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(40, 3)) * 2
+    labels = rng.integers(0, 3, 40)
+    metrics = SINGLE_LABEL.metrics(logits, labels, ["a", "b", "c"])
+    plots.plot_evaluation(SINGLE_LABEL, logits, labels, metrics, ["a", "b", "c"], tmp_path)
+    correct = int(np.trace(metrics["confusion_matrix"]))
+    assert (
+        figures["confusion_matrix.png"].axes[0].get_title()
+        == f"accuracy {correct / 40:.3f} ({correct} of 40)"
+    )
+    ax = figures["reliability.png"].axes[0]
+    assert ax.get_title() == f"ECE {metrics['ece']:.3f} (40 clips; bin counts on the bars)"
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    counts = np.bincount(
+        np.clip(np.digitize(probs.max(1), np.linspace(0, 1, 16)[1:-1], right=True), 0, 14), minlength=15
+    )
+    assert [int(t.get_text()) for t in ax.texts] == [int(c) for c in counts if c] and sum(counts) == 40
+    assert _outside(figures["reliability.png"], ax.get_legend(), ax)
+
+
+def test_legends_sit_off_the_data(tmp_path: Path, figures: dict[str, Any]) -> None:
+    history = [{"step": s, "loss": 1.0 / s} for s in range(1, 20)] + [
+        {"step": 19, "eval/loss": 0.2, "eval/accuracy": 0.9}
+    ]
+    plots.plot_loss_curves(history, tmp_path / "loss.png", metric="accuracy")
+    fig = figures["loss.png"]
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["train loss", "eval loss", "eval/accuracy"]
+    assert _outside(fig, legend, fig.axes[0])
+    plots.plot_average_precision({"a": 0.9, "b": 0.2}, tmp_path / "ap.png", chance=[0.5, 0.5])
+    ap = figures["ap.png"].axes[0]
+    assert _outside(figures["ap.png"], ap.get_legend(), ap)

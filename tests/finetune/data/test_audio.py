@@ -1,5 +1,6 @@
 """load_audio round trips through soundfile, mono downmix, resampling on load, and one clear AudioLoadError per
-kind of bad file; validate_waveform's checks and messages."""
+kind of bad file; windowed reads (load_audio_span) against the whole-file path in every seekable format;
+audio_info; validate_waveform's checks and messages."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from finetune.data.audio import AudioLoadError, load_audio, validate_waveform
+from finetune.data.audio import (
+    AudioInfo,
+    AudioLoadError,
+    audio_info,
+    load_audio,
+    load_audio_span,
+    validate_waveform,
+)
 from finetune.data.resample import resample
 from tests.audio_signals import music
 
@@ -200,7 +208,23 @@ def test_absurd_file_sample_rates(tmp_path: Path) -> None:
         load_audio(path)
 
 
-@pytest.mark.parametrize("target", [0, -16000, 800_000, 16000.5, True])
+def test_zero_byte_file_is_called_empty(tmp_path: Path) -> None:
+    path = tmp_path / "zero.wav"
+    path.write_bytes(b"")
+    for read in (load_audio, audio_info, lambda p: load_audio_span(p, 0, 10)):
+        with pytest.raises(AudioLoadError, match=r"zero\.wav': the file is empty \(0 bytes\)$"):
+            read(path)
+
+
+@pytest.mark.parametrize("target", [np.int64(8000), np.int32(8000), np.uint16(8000)])
+def test_integer_like_target_rates_are_accepted(tmp_path: Path, target: object) -> None:
+    path = _wav(tmp_path / "ok.wav", n=1600)
+    wave, rate = load_audio(path, sample_rate=target)  # type: ignore[arg-type]
+    assert type(rate) is int and rate == 8000 and wave.shape == (1, 800)
+    assert load_audio_span(path, 0, 100, sample_rate=target).shape == (1, 100)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", [0, -16000, 800_000, 16000.5, True, np.bool_(True), np.float64(16000.0)])
 def test_absurd_target_sample_rates(tmp_path: Path, target: object) -> None:
     path = _wav(tmp_path / "ok.wav", n=100)
     with pytest.raises(AudioLoadError, match=r"ok\.wav': the requested sample rate"):
@@ -280,3 +304,120 @@ def test_validate_waveform_names_the_problem(wave: object, kwargs: dict, message
     kwargs = {"sample_rate": 16000, **kwargs}
     with pytest.raises(ValueError, match=message):
         validate_waveform(wave, name="clip7", **kwargs)  # type: ignore[arg-type]
+
+
+# --- headers and windowed reads -------------------------------------------------------------------------------------
+
+
+def test_audio_info_reads_the_header_and_catches_truncated_wavs(tmp_path: Path) -> None:
+    path = tmp_path / "x.flac"
+    sf.write(path, _stereo(22050, seconds=0.5), 22050, format="FLAC")
+    info = audio_info(path)
+    assert info == AudioInfo(str(path), 11025, 22050, 2, "FLAC", "PCM_16")
+    assert info.duration == 0.5 and info.length_at(16000) == 8000 and info.length_at(np.int64(44100)) == 22050
+    cut = _wav(tmp_path / "cut.wav")
+    cut.write_bytes(cut.read_bytes()[:20000])
+    with pytest.raises(
+        AudioLoadError, match=r"cut\.wav': truncated: the header declares 16000 frames but only"
+    ):
+        audio_info(cut)
+
+
+def _long_signal(sample_rate: int, seconds: float) -> np.ndarray:
+    """[N, 2] noise plus tones: every window differs, so a misplaced window cannot pass."""
+    n = int(sample_rate * seconds)
+    rng = np.random.default_rng(3)
+    t = np.arange(n) / sample_rate
+    tones = 0.3 * np.sin(2 * np.pi * (300 + 40 * t) * t)
+    return np.stack([tones + 0.05 * rng.standard_normal(n), 0.5 * tones], axis=1).astype(np.float32)
+
+
+def _seekable_formats() -> list[tuple[str, str, str, int]]:
+    formats = [
+        ("WAV", "PCM_16", "wav", 44100),
+        ("FLAC", "PCM_16", "flac", 44100),
+        ("OGG", "VORBIS", "ogg", 44100),
+    ]
+    if "OPUS" in sf.available_subtypes("OGG"):
+        formats.append(("OGG", "OPUS", "opus", 48000))
+    if "MP3" in sf.available_formats():
+        formats.append(("MP3", "MPEG_LAYER_III", "mp3", 44100))
+    return formats
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "ext", "file_rate"), _seekable_formats())
+def test_span_equals_the_same_samples_of_the_whole_file(
+    tmp_path: Path, fmt: str, subtype: str, ext: str, file_rate: int
+) -> None:
+    """Every window (start, middle, the codec's last page, past both ends) matches cropping the fully decoded and
+    resampled file: exactly at the file's rate, to the resampler's float rounding at another rate."""
+    path = tmp_path / f"long.{ext}"
+    with sf.SoundFile(path, "w", file_rate, 2, format=fmt, subtype=subtype) as f:
+        f.write(_long_signal(file_rate, 4.0))
+    for target, atol in ((None, 0.0), (32000, 2e-6)):
+        full, rate = load_audio(path, sample_rate=target, mono=False)
+        n = full.shape[-1]
+        for start in (-700, 0, 1234, n // 2 + 7, n - 9000, n - 300):
+            stop = start + rate // 2
+            span = load_audio_span(path, start, stop, sample_rate=target, mono=False)
+            expected = torch.zeros(2, stop - start)
+            lo, hi = max(start, 0), min(stop, n)
+            expected[:, lo - start : hi - start] = full[:, lo:hi]
+            torch.testing.assert_close(
+                span, expected, atol=atol, rtol=0, msg=f"{ext} at {target}: start {start}"
+            )
+        mono = load_audio_span(path, 100, 200, sample_rate=target)
+        torch.testing.assert_close(
+            mono, load_audio(path, sample_rate=target)[0][:, 100:200], atol=atol, rtol=0
+        )
+
+
+def test_a_span_decodes_only_its_frames_and_their_filter_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "long.flac"
+    sf.write(path, _long_signal(44100, 20.0), 44100, format="FLAC")
+    reads: list[tuple[int, int]] = []
+    read = sf.SoundFile.read
+
+    def spy(self: sf.SoundFile, frames: int = -1, **kwargs: object) -> np.ndarray:
+        reads.append((self.tell(), frames))
+        return read(self, frames, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    load_audio_span(path, 400_000, 410_000)  # at the file's rate: exactly the span
+    load_audio_span(path, 400_000, 432_000, sample_rate=32000)  # 1 s at 32 kHz: 44100 frames plus the context
+    assert reads[0] == (400_000, 10_000)
+    start, frames = reads[1]
+    assert 551_250 - 600 <= start < 551_250 and 44_100 < frames < 44_100 + 1200  # half-width 50 on each side
+
+
+def test_span_outside_the_audio_is_silence_and_stop_before_start_is_refused(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "a.wav", n=1000)
+    assert torch.equal(load_audio_span(path, 2000, 2500), torch.zeros(1, 500))
+    assert torch.equal(load_audio_span(path, -600, -100), torch.zeros(1, 500))
+    assert load_audio_span(path, 5, 5).shape == (1, 0)
+    with pytest.raises(ValueError, match=r"span \[10, 5\) of .*a\.wav: stop must be >= start"):
+        load_audio_span(path, 10, 5)
+
+
+def test_span_reports_only_the_damage_it_reads(tmp_path: Path) -> None:
+    data = _tones(16000, 16000)
+    data[12000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, data, 16000, subtype="FLOAT")
+    assert load_audio_span(path, 0, 8000).isfinite().all()
+    with pytest.raises(
+        AudioLoadError,
+        match=r"nan\.wav': has non-finite samples \(1 NaN, 0 Inf\) in frames 8000-16000, the first at frame 12000 of channel 0$",
+    ):
+        load_audio_span(path, 8000, 16000)
+    mp3 = tmp_path / "cut.mp3"
+    if "MP3" in sf.available_formats():
+        sf.write(mp3, _tones(16000, 16000), 16000, format="MP3")
+        mp3.write_bytes(mp3.read_bytes()[: len(mp3.read_bytes()) // 2])
+        assert load_audio_span(mp3, 0, 2000).shape == (1, 2000)  # the part still present
+        with pytest.raises(
+            AudioLoadError, match=r"cut\.mp3': truncated: the header declares 16000 frames but decoding"
+        ):
+            load_audio_span(mp3, 14000, 16000)

@@ -1,15 +1,26 @@
 """CropCollate: exact windows (ramps make every sample's origin visible), masks, multi-crop maps,
-resampling."""
+resampling; file rows read window by window (equal to the in-memory path); rows that fail when read are skipped,
+counted and logged."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+import finetune.data.tracks as tracks
+from finetune.data.audio import AudioLoadError, load_audio
 from finetune.data.collate import CropCollate
+from finetune.data.decoded import DecodedCache
+from finetune.data.lazy import DataError
 from finetune.data.resample import resample
 from finetune.data.synthetic import synthetic_genres
+from tests.audio_signals import music
 
 SR = 100  # 1 s window = 100 samples
 
@@ -120,7 +131,9 @@ def test_bad_rows_and_configs_raise_clear_errors() -> None:
     collate = CropCollate(SR, 1.0)
     with pytest.raises(KeyError, match="row 'a' has no sample rate"):
         collate([{"audio": ramp(200), "id": "a"}])
-    with pytest.raises(KeyError, match="has no 'audio' entry"):
+    with pytest.raises(
+        KeyError, match=r"row '0' has neither 'audio' nor 'path' \(keys: \['sample_rate', 'wave'\]\)"
+    ):
         collate([{"wave": ramp(200), "sample_rate": SR}])
     with pytest.raises(ValueError, match="expected non-empty float audio"):
         collate([{"audio": np.arange(200), "sample_rate": SR}])
@@ -130,6 +143,8 @@ def test_bad_rows_and_configs_raise_clear_errors() -> None:
         CropCollate(SR, 1.0, crops_per_clip=0)
     with pytest.raises(ValueError, match="short must be 'pad' or 'raise'"):
         CropCollate(SR, 1.0, short="drop")
+    with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise', got 'ignore'"):
+        CropCollate(SR, 1.0, on_error="ignore")
     with pytest.raises(ValueError, match="min_context_seconds must be in"):
         CropCollate(SR, 1.0, min_context_seconds=2.0)
 
@@ -159,3 +174,120 @@ def test_training_windows_depend_on_position_not_call_history():
     other_epoch = CropCollate(16000, 1.0, train=True, crops_per_clip=3, seed=5)
     other_epoch.set_position(epoch=2, batches_done=0)
     assert not torch.equal(other_epoch(rows)["crop_start"], uninterrupted[0])
+
+
+# --- file rows ------------------------------------------------------------------------------------------------------
+
+FILE_SR = 22050
+
+
+def _file(path: Path, seconds: float, seed: int, damaged: bool = False) -> dict:
+    """A stereo FLOAT WAV and its file row (path + header facts, as the loaders give); a damaged file has a NaN
+    every 0.1 s, which the header scan cannot see and every window meets."""
+    n = int(FILE_SR * seconds)
+    data = music(2, n, FILE_SR, seed=seed).T.numpy().copy()
+    if damaged:
+        data[:: FILE_SR // 10, 0] = np.nan
+    sf.write(path, data, FILE_SR, subtype="FLOAT")
+    return {"path": str(path), "name": path.stem, "frames": n, "file_rate": FILE_SR, "label": seed}
+
+
+def test_file_rows_give_the_windows_of_the_decoded_clip(tmp_path: Path) -> None:
+    files = [_file(tmp_path / f"t{i}.wav", 3.0 + i, seed=i) for i in range(2)]
+    memory = []
+    for r in files:
+        wave, _ = load_audio(r["path"])
+        memory.append(
+            {"audio": wave[0].numpy(), "sample_rate": FILE_SR, "name": r["name"], "label": r["label"]}
+        )
+    for train, crops in ((True, 3), (False, 4)):
+        from_files = CropCollate(16000, 1.0, train=train, crops_per_clip=crops, seed=4)(files)
+        from_memory = CropCollate(16000, 1.0, train=train, crops_per_clip=crops, seed=4)(memory)
+        assert from_files["crop_start"].tolist() == from_memory["crop_start"].tolist()
+        assert (
+            from_files["ids"] == ["t0", "t1"]
+            and from_files["labels"].tolist() == from_memory["labels"].tolist()
+        )
+        torch.testing.assert_close(from_files["waveform"], from_memory["waveform"], atol=2e-6, rtol=0)
+        assert from_files["skipped"] == []
+    # evaluation windows cover the whole track: the last one ends at its end
+    last = CropCollate(16000, 1.0, train=False, crops_per_clip=4)(files[:1])["crop_start"][-1]
+    assert int(last) == 3 * 16000 - 16000
+
+
+def test_rows_without_header_facts_read_the_header(tmp_path: Path) -> None:
+    row = _file(tmp_path / "a.wav", 2.0, seed=1)
+    bare = {"path": row["path"], "label": 1}
+    batch = CropCollate(16000, 1.0, train=False)([bare])
+    assert batch["crop_start"].tolist() == [8000] and batch["ids"] == ["0"]
+
+
+def test_a_row_that_fails_when_read_is_skipped_and_the_batch_filled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = _file(tmp_path / "good.wav", 3.0, seed=0)
+    bad = _file(tmp_path / "bad.wav", 3.0, seed=1, damaged=True)
+    log = tmp_path / "skipped.jsonl"
+    collate = CropCollate(16000, 1.0, train=True, crops_per_clip=2, seed=0, skip_log=log)
+    batch = collate([bad, good])
+    assert batch["waveform"].shape == (4, 16000)  # the batch keeps its size: two more windows of good.wav
+    assert batch["ids"] == ["good"] and batch["clip_index"].tolist() == [0, 0, 0, 0]
+    assert batch["labels"].tolist() == [0, 0, 0, 0]
+    assert [s["name"] for s in batch["skipped"]] == ["bad"]
+    assert re.fullmatch(
+        r"has non-finite samples \(\d+ NaN, 0 Inf\) in frames \d+-\d+, the first at frame \d+ of channel 0",
+        batch["skipped"][0]["reason"],
+    )
+    assert "skipped bad: cannot load audio" in caplog.text
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records == [{"name": "bad", "path": bad["path"], "reason": batch["skipped"][0]["reason"]}]
+    # known bad: reported again, never decoded again, and logged once
+    calls = []
+    real = tracks.load_audio_span
+    tracks.load_audio_span = lambda *a, **k: calls.append(a[0]) or real(*a, **k)  # type: ignore[assignment]
+    try:
+        again = collate([bad, good])
+    finally:
+        tracks.load_audio_span = real  # type: ignore[assignment]
+    assert bad["path"] not in calls and [s["name"] for s in again["skipped"]] == ["bad"]
+    assert len(log.read_text().splitlines()) == 1
+    # evaluation: the clip is dropped, the batch is smaller
+    evaluated = CropCollate(16000, 1.0, train=False, crops_per_clip=2)([bad, good])
+    assert evaluated["ids"] == ["good"] and evaluated["waveform"].shape == (2, 16000)
+    with pytest.raises(
+        AudioLoadError, match=r"bad\.wav': has non-finite samples \(\d+ NaN, 0 Inf\) in frames"
+    ):
+        CropCollate(16000, 1.0, train=False, on_error="raise")([bad, good])
+
+
+def test_a_batch_of_bad_rows_takes_an_earlier_good_row_or_says_what_failed(tmp_path: Path) -> None:
+    good = _file(tmp_path / "good.wav", 2.0, seed=0)
+    bad = [_file(tmp_path / f"bad{i}.wav", 2.0, seed=i, damaged=True) for i in (1, 2)]
+    fresh = CropCollate(16000, 1.0, train=True, seed=0)
+    with pytest.raises(
+        DataError, match=r"every row of a batch of 2 failed to read: bad1 \(has non-finite .*; bad2 \("
+    ):
+        fresh(bad)
+    collate = CropCollate(16000, 1.0, train=True, seed=0)
+    collate([good])
+    batch = collate(bad)  # the last good row stands in
+    assert batch["ids"] == ["good"] and batch["waveform"].shape == (2, 16000)
+    assert [s["name"] for s in batch["skipped"]] == ["bad1", "bad2"]
+    with pytest.raises(DataError, match="every row of a batch of 2 failed to read"):
+        CropCollate(16000, 1.0, train=False)(bad)
+
+
+def test_windows_come_from_the_decode_cache_when_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = _file(tmp_path / "a.wav", 3.0, seed=5)
+    direct = CropCollate(16000, 1.0, train=False, crops_per_clip=3)([row])
+    cache = DecodedCache(16000, root=tmp_path / "cache")
+    assert cache.build([row["path"]], progress=False) == (1, {})
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded the file although it is cached")
+
+    monkeypatch.setattr(tracks, "load_audio_span", no_decoding)
+    cached = CropCollate(16000, 1.0, train=False, crops_per_clip=3, cache=cache)([row])
+    torch.testing.assert_close(cached["waveform"], direct["waveform"], atol=2e-6, rtol=0)

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from backbones.config import ConfigError
+from finetune.data.collate import CropCollate
 from finetune.data.gtzan import (
     GTZAN_GENRES,
     GTZANConfig,
@@ -22,6 +23,7 @@ from finetune.data.gtzan import (
 )
 from finetune.data.lazy import DataError
 from finetune.data.registry import DATASETS, DataConfig
+from finetune.data.resample import resample
 from heads.tasks import SINGLE_LABEL
 from tests.audio_signals import noise
 
@@ -78,17 +80,43 @@ def test_fault_filtered_skips_corrupt_clip_with_warning(gtzan_root: Path, splits
     assert "jazz/jazz.00054.wav" in ds["test"].info.description
     row = ds["validation"][0]
     assert row["name"] == "blues.00000" and row["label"] == 0
-    assert row["sampling_rate"] == SR and row["audio"].shape == (1, N) and row["audio"].dtype == torch.float32
-    expected = torch.from_numpy(sf.read(row["path"], dtype="float32")[0])
-    torch.testing.assert_close(row["audio"][0], expected)
+    assert (row["frames"], row["file_rate"], row["duration"]) == (N, SR, N / SR)
 
 
-def test_decodes_lazily_at_requested_rate(gtzan_root: Path, splits_dir: Path) -> None:
+def test_rows_are_metadata_and_windows_are_read_at_any_rate(gtzan_root: Path, splits_dir: Path) -> None:
     with pytest.warns(UserWarning, match="jazz.00054"):
-        ds = load_gtzan(gtzan_root / "genres", splits_dir=splits_dir, sample_rate=16000)
-    assert set(ds["test"].with_format(None)[0]) == {"path", "name", "label"}  # metadata only, nothing decoded
-    batch = ds["test"][:3]
-    assert [a.shape for a in batch["audio"]] == [(1, 2 * N)] * 3 and batch["sampling_rate"] == [16000] * 3
+        ds = load_gtzan(gtzan_root / "genres", splits_dir=splits_dir)
+    assert set(ds["test"][0]) == {"path", "name", "label", "duration", "frames", "file_rate"}
+    batch = CropCollate(16000, 0.05, train=False)(ds["test"].select(range(3)))
+    expected = resample(torch.from_numpy(sf.read(ds["test"][0]["path"], dtype="float32")[0]), SR, 16000)
+    assert batch["waveform"].shape == (3, 800)
+    torch.testing.assert_close(batch["waveform"][0], expected, atol=2e-6, rtol=0)
+
+
+def test_a_partial_copy_is_summarised_and_too_small_to_split_says_so(
+    tmp_path: Path, splits_dir: Path
+) -> None:
+    _make_tree(tmp_path / "genres", tracks=range(3))
+    with pytest.warns(UserWarning) as record:
+        ds = load_gtzan(tmp_path, splits_dir=splits_dir)
+    message = str(record[0].message)
+    missing = 930 - sum(v.num_rows for v in ds.values())  # the lists name 930 tracks; 3 per genre are here
+    assert missing >= 900 and message.startswith(
+        f"gtzan: dropped {missing} entries; missing audio file ({missing}): blues/blues."
+    )
+    assert f", ... (+{missing - 10} more). Every entry is listed in " in message and len(message) < 3000
+    full = Path(message.rsplit("Every entry is listed in ", 1)[1])
+    assert len(full.read_text().split("wav (")) == missing + 1  # every one of them
+    with pytest.raises(
+        DataError,
+        match=r"^GTZAN in .*genres has 30 of its 1000 clips: cannot split 30 clips of 10 classes .* each class needs at "
+        r"least 10 clips \(100 in all\); the smallest class, 'blues', has 3",
+    ):
+        load_gtzan(tmp_path, split="random")
+    with pytest.raises(
+        DataError, match=r"^GTZAN in .* has 30 of its 1000 clips: cannot make 10 folds of 30 clips"
+    ):
+        load_gtzan(tmp_path, split="kfold")
 
 
 def test_on_error_raise_names_the_file(gtzan_root: Path, splits_dir: Path) -> None:
@@ -193,8 +221,7 @@ def test_registered_builder(tmp_path: Path) -> None:
     data = DATASETS["gtzan"](_config(root=str(root), splits_dir=str(lists)), 16000)
     assert (data.task, data.names) == (SINGLE_LABEL, tuple(GTZAN_GENRES))
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 20, "validation": 10, "test": 10}
-    row = data.splits["test"][0]
-    assert row["sampling_rate"] == 16000 and abs(row["audio"].shape[-1] - 2 * N) <= 1  # at the given rate
+    assert data.splits["test"][0]["file_rate"] == SR
     assert _names(data.splits["test"]) == [f"{g}.00003" for g in GTZAN_GENRES]
 
     with pytest.raises(ValueError, match=r"gave the splits \['test', 'train'\].*missing: validation"):

@@ -13,6 +13,7 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
+from finetune.data.audio import load_audio
 from finetune.data.lazy import DataError
 from finetune.data.percepiano import (
     LABELS_FILE,
@@ -167,11 +168,12 @@ def test_load_renders_midi_into_cache(tmp_path: Path, data: Path) -> None:
     assert sorted(r["name"] for r in rows) == sorted(n.strip()[:-4] for n in chosen)
     for r in rows:
         assert Path(r["path"]).parent == tmp_path / "cache" and r["path"].endswith(".flac")
-        assert r["sampling_rate"] == SR and r["audio"].shape[0] == 1
+        audio, _ = load_audio(r["path"])
+        assert r["file_rate"] == SR and audio.shape == (1, r["frames"])
         source = next(midi_dir / n for n in chosen if n.strip() == r["name"] + ".mid")
         end = pretty_midi.PrettyMIDI(str(source)).get_end_time()
-        assert end * SR <= r["audio"].shape[1] <= (end + 3.0) * SR
-        assert r["audio"].abs().max() > 0.05
+        assert end * SR <= audio.shape[1] <= (end + 3.0) * SR
+        assert audio.abs().max() > 0.05
 
 
 def _midi(
@@ -299,6 +301,6 @@ def test_registered_builder(tmp_path: Path) -> None:
     players = {k: set(v.with_format(None)["player"]) for k, v in data.splits.items()}
     assert not (players["train"] & players["validation"] or players["train"] & players["test"])
     row = data.splits["train"][0]
-    assert np.allclose(row["ratings"], labels[row["name"]][:19], atol=1e-6) and row["sampling_rate"] == SR
+    assert np.allclose(row["ratings"], labels[row["name"]][:19], atol=1e-6) and row["frames"] == 2000
     with pytest.raises(ValueError, match=r"needs data\.root: the folder with the segments' audio"):
         DATASETS["percepiano"](PercePianoConfig(), SR)

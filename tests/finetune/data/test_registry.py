@@ -13,8 +13,9 @@ from datasets import Dataset, DatasetDict
 import finetune.data.registry as registry
 from backbones.config import ConfigError
 from finetune.data.fma import FMAConfig
-from finetune.data.folder import FolderConfig, ManifestConfig
+from finetune.data.folder import FolderConfig
 from finetune.data.gtzan import GTZANConfig
+from finetune.data.manifest import ManifestConfig
 from finetune.data.percepiano import PercePianoConfig
 from finetune.data.registry import (
     DATASETS,
@@ -89,7 +90,7 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
         (
             {"name": "gtzan", "rooot": "/x"},
             "unknown key(s) data.rooot (did you mean 'root'?); GTZANConfig takes: augment, cache_embeddings, "
-            "clip_seconds, crop_seconds, eval_crops, fold_index, fractions, full_check, min_duration, n_folds, "
+            "clip_seconds, crop_seconds, crops_per_track, decode_cache, eval_crops, fold_index, fractions, full_check, min_duration, n_folds, "
             "name, on_error, root, seed, split, splits_dir, train_crops",
         ),
         (
@@ -107,6 +108,12 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
             "data: fold must be one of performer, piece, random, got 'pieces' (did you mean 'piece'?)",
         ),
         ({"name": "fma", "subset": "large"}, "data: subset must be 'small' or 'medium', got 'large'"),
+        ({"name": "gtzan", "crops_per_track": 0}, "data: crops_per_track must be >= 1, got 0"),
+        ({"name": "synthetic_genres", "eval_crops": 0}, "data: eval_crops must be >= 1, got 0"),
+        (
+            {"name": "manifest", "labels": "m.csv", "decode_cache": "mp3"},
+            "data.decode_cache: expected one of 'off', 'slow_seek', 'all', got 'mp3'",
+        ),
         (
             {"name": "folder", "on_error": "ignore"},
             "data.on_error: expected one of 'skip', 'raise', got 'ignore'",
@@ -114,8 +121,8 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
         (
             {"name": "synthetic_piano", "n_per_class": 3},
             "unknown key(s) data.n_per_class; SyntheticPianoConfig "
-            "takes: augment, cache_embeddings, clip_seconds, crop_seconds, eval_crops, n_items, name, seed, "
-            "train_crops",
+            "takes: augment, cache_embeddings, clip_seconds, crop_seconds, crops_per_track, decode_cache, eval_crops, "
+            "n_items, name, seed, train_crops",
         ),
     ],
 )

@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from finetune.data.splits import check_disjoint, holdout_kfold, kfold, split_indices
+from finetune.data.lazy import DataError
+from finetune.data.splits import check_disjoint, holdout_kfold, kfold, min_clips_per_class, split_indices
 
 LABELS = [c for c in "abcd" for _ in range(50)]  # 4 classes x 50
 GROUPS = [f"artist{i // 5}" for i in range(200)]  # 40 artists of 5 tracks, each artist within one class
@@ -39,8 +40,53 @@ def test_split_indices_zero_fraction_and_bad_fractions() -> None:
         split_indices(10, (0.5, 0.1, 0.1))
     with pytest.raises(ValueError, match="labels has 3 entries for 10 rows"):
         split_indices(10, labels=["a", "b", "c"])
-    with pytest.raises(ValueError, match="from 3 groups"):
+    with pytest.raises(
+        DataError,
+        match=r"^cannot take a 10% group-disjoint part of 12 clips in 3 groups: it is one of 10 folds of whole groups, "
+        r"so it needs at least 10 groups; add groups or change the fractions$",
+    ):
         split_indices(12, (0.8, 0.1, 0.1), groups=[i % 3 for i in range(12)])
+
+
+def test_too_small_for_the_fractions_says_how_many_clips_each_class_needs() -> None:
+    assert [min_clips_per_class(c, (0.8, 0.1, 0.1)) for c in (2, 3, 10)] == [6, 8, 10]
+    for classes, fractions in (
+        (2, (0.8, 0.1, 0.1)),
+        (3, (0.8, 0.1, 0.1)),
+        (10, (0.8, 0.1, 0.1)),
+        (4, (0.6, 0.2, 0.2)),
+        (4, (0.8, 0.2, 0.0)),
+    ):
+        need = min_clips_per_class(
+            classes, fractions
+        )  # exactly the smallest balanced set scikit-learn splits
+        split_indices(classes * need, fractions, labels=[i % classes for i in range(classes * need)])
+        with pytest.raises(DataError, match=f"each class needs at least {need} clips"):
+            split_indices(
+                classes * (need - 1), fractions, labels=[i % classes for i in range(classes * (need - 1))]
+            )
+    with pytest.raises(
+        DataError,
+        match=r"^cannot split 19 clips of 4 classes into train/validation/test \(0\.8, 0\.1, 0\.1\) stratified by class "
+        r"\(scikit-learn: The least populated classes in y have only 1 member.*\)\. With these fractions each class "
+        r"needs at least 8 clips \(32 in all\); the smallest class, 'd', has 1\. Add clips, drop or merge small "
+        r"classes, or change the fractions$",
+    ):
+        split_indices(19, labels=["a", "b", "c"] * 6 + ["d"])
+    with pytest.raises(
+        DataError, match=r"^cannot split 1 clips into \(0\.8, 0\.1, 0\.1\) \(scikit-learn: With n_samples=1"
+    ):
+        split_indices(1)
+
+
+def test_kfold_too_few_clips_per_class() -> None:
+    with pytest.raises(
+        DataError,
+        match=r"^cannot make 10 folds of 30 clips \(scikit-learn: n_splits=10 cannot be greater than the number of "
+        r"members in each class\.\)\. Each of the 10 test folds takes a share of every class, so a class needs at "
+        r"least 10 clips; the smallest, 'a', has 3\. Lower n_folds or add clips$",
+    ):
+        kfold(30, 10, 0, labels=list("abcdefghij") * 3)
 
 
 @pytest.mark.parametrize("use_groups", [False, True])
