@@ -22,6 +22,7 @@ import yaml
 from backbones.config import ConfigError, StrictConfig, did_you_mean, from_dict, to_dict
 from heads import head_config_class, list_heads
 
+from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig
 from .data.registry import DataConfig
 from .lora import LoraSettings
 from .train import TrainConfig
@@ -39,6 +40,10 @@ class ModelConfig(StrictConfig):
     Attributes:
         head_config: the head's own settings (its config class's fields but ``num_outputs`` and ``labels``),
             checked against ``head_config_class(head)`` here; keys keep the values as converted.
+        spec_augment, mixup, specmix: the batch augmentations of the model's training forward (None: off), on
+            the device after the front-end; mixing mixes the targets too (:mod:`finetune.data.augment.training`).
+            They sit with the model, not in ``train``, because the model applies them: any loop that passes
+            ``labels`` gets them, and they are off in eval mode.
     """
 
     backbone: str = "passt_s.tiny"
@@ -49,6 +54,9 @@ class ModelConfig(StrictConfig):
     lora: LoraSettings | None = None
     head_config: dict[str, Any] = field(default_factory=dict)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
+    spec_augment: SpecAugmentConfig | None = None
+    mixup: MixupConfig | None = None
+    specmix: SpecMixConfig | None = None
 
     def __post_init__(self) -> None:
         if self.num_outputs < 1:

@@ -5,6 +5,11 @@
 >>> model.save_pretrained("runs/x/model")
 >>> same = AudioModel.from_pretrained("runs/x/model")
 
+Training augmentations (``build_model(..., spec_augment=..., mixup=..., specmix=...)``) run inside
+:meth:`AudioModel.forward` in training mode only, on the device, between the front-end and ``tokenize``; mixing
+also mixes the targets, so the returned loss is the loss on the mixed targets (:mod:`finetune.data.augment.training`).
+They are training settings, not part of a saved model.
+
 What a saved directory holds, which of its fields are authoritative and the errors loading raises are described
 in :mod:`finetune.serialization`.
 """
@@ -22,10 +27,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, load_backbone
-from heads import Head, Task, build_head, head_config_class
+from heads import SINGLE_LABEL, Head, Task, build_head, head_config_class
 
 from . import serialization
 from .calibration import Calibration, CalibrationError
+from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig, TrainingAugment
 from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
 from .serialization import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME, cfg_overrides
 
@@ -101,6 +107,8 @@ class AudioModel(nn.Module):
             ``"last_k:<k>"`` (train the last k blocks and the final norm), ``"lora"`` (train the adapters only).
             The head always trains. BatchNorm layers whose parameters are frozen keep their running statistics.
         backbone_overrides: builder keyword arguments used for the backbone (saved so it can be rebuilt).
+        augment: batch augmentations of the training forward (:class:`finetune.data.augment.TrainingAugment`),
+            or None; not saved with the model.
     """
 
     def __init__(
@@ -111,6 +119,7 @@ class AudioModel(nn.Module):
         lora: LoraSettings | None = None,
         freeze: str = "none",
         backbone_overrides: Mapping[str, Any] | None = None,
+        augment: TrainingAugment | None = None,
     ) -> None:
         super().__init__()
         kind, _ = _parse_freeze(freeze)
@@ -124,6 +133,7 @@ class AudioModel(nn.Module):
             )
         self.backbone = backbone
         self.head = head
+        self.augment = augment
         self.lora_settings = lora
         self.backbone_overrides = {**cfg_overrides(backbone), **dict(backbone_overrides or {})}
         self.lora_modules = apply_lora(backbone, lora) if lora is not None else []
@@ -224,22 +234,33 @@ class AudioModel(nn.Module):
         """Predict (and score against ``labels``) from waveforms, precomputed front-end frames, or cached
         backbone ``pooled`` vectors (:mod:`finetune.embeddings`; heads with ``pooling="pooled"`` only).
 
+        In training mode with :attr:`augment` set, the batch is augmented first (mixup on the waveform, then
+        mixup / SpecMix / SpecAugment on the front-end features) and ``loss`` is the loss on the mixed targets.
+
         Shapes:
             waveform: [B, N] at :attr:`sample_rate`; features: [B, n_mels, T] from :meth:`compute_features`;
-            embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices, [B, C] multi-label,
-            [B, n] ratings).
+            embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices or [B, C] class
+            probabilities, [B, C] multi-label, [B, n] ratings).
         """
         if sum(x is not None for x in (waveform, features, embeddings)) != 1:
             raise ValueError(
                 "pass exactly one of waveform [B, N], features [B, n_mels, T] or embeddings [B, D]"
             )
         if embeddings is not None:
-            return self.forward_embeddings(embeddings, labels)
-        if features is not None:
-            if features.dim() != 3:
+            if self.training and self.augment is not None:
                 raise ValueError(
-                    f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
+                    "the model's training augmentations (spec_augment, mixup, specmix) act on waveforms or "
+                    "front-end features; cached embeddings skip both. Train on waveforms, or drop the "
+                    "augmentations (a recipe: data.cache_embeddings=false, or no model.mixup/specmix/spec_augment)"
                 )
+            return self.forward_embeddings(embeddings, labels)
+        if features is not None and features.dim() != 3:
+            raise ValueError(
+                f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
+            )
+        if self.training and self.augment is not None:
+            waveform, features, labels, _ = self.augment.apply(self.backbone, waveform, features, labels)
+        if features is not None:
             tokens = self.backbone.tokenize(features)
             backbone_output = self.backbone.encode(tokens, output_hidden_states=output_hidden_states)
         else:
@@ -348,6 +369,9 @@ def build_model(
     freeze: str | None = None,
     labels: Iterable[str] | None = None,
     backbone_overrides: Mapping[str, Any] | None = None,
+    spec_augment: SpecAugmentConfig | Mapping[str, Any] | None = None,
+    mixup: MixupConfig | Mapping[str, Any] | None = None,
+    specmix: SpecMixConfig | Mapping[str, Any] | None = None,
     **head_config: Any,
 ) -> AudioModel:
     """Assemble a backbone, optional LoRA and a head.
@@ -361,6 +385,10 @@ def build_model(
         freeze: ``none``, ``backbone``, ``last_k:<k>`` or ``lora``; default ``lora`` with LoRA, else ``none``.
         labels: class / dimension names.
         backbone_overrides: architecture, front-end or builder settings (``depth=2``, ``patchout=(2, 1)``).
+        spec_augment: SpecAugment masks on the front-end features in training
+            (:class:`~finetune.data.augment.SpecAugmentConfig` or its fields as a mapping), or None.
+        mixup: mixup in training (:class:`~finetune.data.augment.MixupConfig`: ``alpha``, ``p``, ``stage``), or None.
+        specmix: SpecMix in training (:class:`~finetune.data.augment.SpecMixConfig`), or None.
         **head_config: the head config's other fields (``hidden_sizes``, ``dropout``, ``multi_label``, ...).
     """
     if isinstance(backbone, Backbone):
@@ -383,10 +411,18 @@ def build_model(
         raise ValueError(f"head {head!r} needs num_outputs= (or labels=)")
     settings = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings.from_dict(lora)
     mode = freeze if freeze is not None else ("lora" if settings is not None else "none")
+    built_head = build_head(head, built.embed_dim, **config)
+    augment = TrainingAugment.from_settings(
+        spec_augment,
+        mixup,
+        specmix,
+        num_classes=len(built_head.labels) if built_head.task is SINGLE_LABEL else None,
+    )
     return AudioModel(
         built,
-        build_head(head, built.embed_dim, **config),
+        built_head,
         lora=settings,
         freeze=mode,
         backbone_overrides=backbone_overrides,
+        augment=augment,
     )

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from backbones import get_pretrained_cfg
 
 from .config import RecipeConfig, to_dict
-from .data.augment import build_wave_augment
+from .data.augment import build_data_augment
 from .data.collate import CropCollate
 from .data.registry import DATASETS, TaskData, get_dataset, register_dataset
 from .embeddings import cache_embeddings, collate_embeddings
@@ -69,6 +69,9 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         lora=cfg.model.lora,
         freeze=cfg.model.freeze,
         backbone_overrides=cfg.model.backbone_overrides or None,
+        spec_augment=cfg.model.spec_augment,
+        mixup=cfg.model.mixup,
+        specmix=cfg.model.specmix,
         **head_config,
     )
     task = model.task
@@ -79,21 +82,23 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
         )
     task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
     window = _window_seconds(cfg, model)
-    augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
+    augment = build_data_augment(cfg.data.augment, model.sample_rate)
     train_collate = CropCollate(
         model.sample_rate,
         window,
         train=True,
         crops_per_clip=cfg.data.train_crops,
         seed=cfg.data.seed,
-        augment=augment,
+        augment=augment.wave,
+        stretch=augment.stretch,
     )
     eval_collate = CropCollate(model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops)
     splits = {name: data.splits[name] for name in ("train", "validation", "test")}
     if cfg.data.cache_embeddings:
-        if augment is not None:
+        if cfg.data.augment or model.augment is not None:
             raise ValueError(
-                "data.cache_embeddings cannot be combined with data.augment (augmented audio changes)"
+                "data.cache_embeddings cannot be combined with data.augment or model.spec_augment / mixup / "
+                "specmix (augmented audio and features change)"
             )
         train_windows = CropCollate(
             model.sample_rate, window, train=False, crops_per_clip=cfg.data.train_crops

@@ -2,8 +2,8 @@
 
 Rows are mappings with an audio entry (a float ``np.ndarray`` / tensor ``[N]`` or ``[C, N]``, channels
 averaged, or a ``{"array", "sampling_rate"}`` dict as ``datasets.Audio`` gives), the rate under
-``sample_rate`` or ``sampling_rate``, and optionally ``label`` (int), ``ratings`` (floats) and ``id`` or
-``name``. Both the synthetic data sets and the real-data loaders of this package produce such rows.
+``sample_rate`` or ``sampling_rate``, and optionally ``label`` (int), ``labels`` (multi-hot floats),
+``ratings`` (floats) and ``id`` or ``name``. Both the synthetic data sets and the real-data loaders of this package produce such rows.
 
 Cropping. Training takes ``crops_per_clip`` random *right-aligned* windows per clip: a random end time ``e``
 is drawn and the window is the audio just before it, as a stream sees it at time ``e``. By default ``e`` is at
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from finetune.data.augment.waveform import ClipStretch
 from finetune.data.resample import resample
 
 __all__ = ["AudioBatch", "CropCollate"]
@@ -47,7 +48,7 @@ class AudioBatch(TypedDict, total=False):
         clip_index: int64 ``[M]``, the clip (0..B-1) of each crop.
         crop_start: int64 ``[M]``, the window's first sample in the (resampled) clip; negative when the window
             starts before the clip.
-        labels: int64 ``[M]`` (when rows have labels).
+        labels: int64 ``[M]`` (when rows have a class label), or float32 ``[M, C]`` (multi-hot tags).
         ratings: float32 ``[M, D]`` (when rows have ratings).
         ids: the ``B`` clip ids (``str(row index in the batch)`` when rows have none).
         num_short: clips shorter than the window (padded).
@@ -79,9 +80,14 @@ class CropCollate:
             ``(seed, e, b)``, so they do not depend on worker processes, prefetching or resuming; the training
             loop tells the position with :meth:`set_position`. None draws from torch's global generator.
         audio_key, label_key, ratings_key: Row keys.
+        multi_hot_key: Row key of multi-label targets (multi-hot floats ``[C]``), used when rows have no
+            ``label_key``; batched as float32 ``labels [M, C]``.
         id_keys: Keys tried in turn for a clip's id (synthetic sets have ``id``, file loaders ``name``).
         augment: Training only: a waveform augmentation ``augment(waveform [M, N], generator)`` applied to the
             batch with the batch's generator (e.g. :func:`finetune.data.augment.build_wave_augment`).
+        stretch: Training only: a per-clip time-stretch (:class:`finetune.data.augment.ClipStretch`) drawn from
+            the batch's generator and applied to each whole clip before its windows are cut, so windows stay
+            full length (lengths, window ends and masks are those of the stretched clip).
     """
 
     sample_rate: int
@@ -93,9 +99,11 @@ class CropCollate:
     seed: int | None = None
     audio_key: str = "audio"
     label_key: str = "label"
+    multi_hot_key: str = "labels"
     ratings_key: str = "ratings"
     id_keys: tuple[str, ...] = ("id", "name")
     augment: torch.nn.Module | None = None
+    stretch: ClipStretch | None = None
     _epoch: int = field(default=0, init=False, repr=False, compare=False)
     _first_batch: int = field(default=0, init=False, repr=False, compare=False)
     _calls: int = field(default=0, init=False, repr=False, compare=False)
@@ -136,7 +144,8 @@ class CropCollate:
         for b, row in enumerate(rows):
             name = next((str(row[k]) for k in self.id_keys if k in row), str(b))
             clip = self._waveform(row, name)
-            length = clip.shape[-1]
+            rate = self.stretch.draw(generator) if self.train and self.stretch is not None else 1.0
+            length = clip.shape[-1] if rate == 1.0 else ClipStretch.stretched_length(clip.shape[-1], rate)
             if length < n:
                 if self.short == "raise":
                     raise ValueError(
@@ -145,7 +154,9 @@ class CropCollate:
                     )
                 num_short += 1
             for start in self._starts(length, generator):
-                wave, mask = self._crop(clip, start)
+                wave, mask = (
+                    self._crop(clip, start) if rate == 1.0 else self._stretched_crop(clip, start, rate)
+                )
                 waves.append(wave)
                 masks.append(mask)
                 clip_index.append(b)
@@ -168,6 +179,9 @@ class CropCollate:
         if self.label_key in rows[0]:
             labels = torch.tensor([int(r[self.label_key]) for r in rows], dtype=torch.int64)
             batch["labels"] = labels[per_crop]
+        elif self.multi_hot_key in rows[0]:
+            hot = [torch.as_tensor(np.asarray(r[self.multi_hot_key]), dtype=torch.float32) for r in rows]
+            batch["labels"] = torch.stack(hot)[per_crop]
         if self.ratings_key in rows[0]:
             ratings = torch.stack(
                 [torch.as_tensor(np.asarray(r[self.ratings_key]), dtype=torch.float32) for r in rows]
@@ -220,6 +234,14 @@ class CropCollate:
         wave[offset : offset + len(piece)] = piece
         mask[offset : offset + len(piece)] = True
         return wave, mask
+
+    def _stretched_crop(self, clip: Tensor, start: int, rate: float) -> tuple[Tensor, Tensor]:
+        """:meth:`_crop` of ``clip`` stretched by ``rate`` (only the window's part of it is stretched)."""
+        assert self.stretch is not None
+        n, length = self.window, ClipStretch.stretched_length(clip.shape[-1], rate)
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[max(0, -start) : max(0, min(n, length - start))] = True
+        return self.stretch.window(clip, start, n, rate) * mask, mask
 
     def set_position(self, epoch: int, batches_done: int = 0) -> None:
         """Start counting batches at ``batches_done`` of ``epoch`` (called by the training loop per epoch)."""

@@ -1,5 +1,5 @@
 """CropCollate: exact windows (ramps make every sample's origin visible), masks, multi-crop maps,
-resampling."""
+resampling, multi-hot targets, and the per-clip time-stretch before cropping."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from finetune.data.augment import ClipStretch, TimeStretchConfig
 from finetune.data.collate import CropCollate
 from finetune.data.resample import resample
 from finetune.data.synthetic import synthetic_genres
@@ -159,3 +160,41 @@ def test_training_windows_depend_on_position_not_call_history():
     other_epoch = CropCollate(16000, 1.0, train=True, crops_per_clip=3, seed=5)
     other_epoch.set_position(epoch=2, batches_done=0)
     assert not torch.equal(other_epoch(rows)["crop_start"], uninterrupted[0])
+
+
+def test_multi_hot_labels_are_batched_per_crop_as_floats() -> None:
+    rows = [
+        {"audio": ramp(300), "sample_rate": SR, "labels": np.array([1, 0, 1], dtype=np.float32)},
+        {"audio": ramp(300), "sample_rate": SR, "labels": [0.0, 1.0, 0.0]},
+    ]
+    batch = CropCollate(SR, 1.0, train=False, crops_per_clip=2)(rows)
+    assert batch["labels"].dtype == torch.float32
+    assert batch["labels"].tolist() == [[1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 1, 0]]
+
+
+def test_stretch_happens_before_cropping_so_windows_stay_full_length() -> None:
+    sr, rate = 16000, 0.8  # slower: a 1.5 s clip becomes 1.875 s
+    rows = [
+        {"audio": np.sin(np.arange(int(1.5 * sr)) * 0.05).astype(np.float32), "sample_rate": sr, "label": 1}
+    ]
+    stretch = ClipStretch(TimeStretchConfig((rate, rate)))
+    collate = CropCollate(
+        sr, 1.0, train=True, crops_per_clip=4, seed=2, stretch=stretch, min_context_seconds=0.5
+    )
+    batch = collate(rows)
+    length = ClipStretch.stretched_length(int(1.5 * sr), rate)
+    ends = batch["crop_start"] + sr
+    assert batch["waveform"].shape == (4, sr) and (ends <= length).all() and (ends > length - sr).any()
+    for wave, mask, start in zip(batch["waveform"], batch["mask"], batch["crop_start"].tolist()):
+        torch.testing.assert_close(
+            wave, stretch.window(torch.as_tensor(rows[0]["audio"]), start, sr, rate) * mask
+        )
+        assert mask.sum() == min(sr, start + sr) and (wave[~mask] == 0).all()
+    again = CropCollate(
+        sr, 1.0, train=True, crops_per_clip=4, seed=2, stretch=stretch, min_context_seconds=0.5
+    )
+    assert torch.equal(again(rows)["waveform"], batch["waveform"])  # drawn from the batch's generator
+    plain = CropCollate(sr, 1.0, train=True, crops_per_clip=4, seed=2, min_context_seconds=0.5)(rows)
+    assert (plain["crop_start"] + sr <= int(1.5 * sr)).all()  # without stretch: the unstretched length
+    evaluation = CropCollate(sr, 1.0, train=False, stretch=stretch)(rows)
+    torch.testing.assert_close(evaluation["waveform"][0], torch.as_tensor(rows[0]["audio"][4000:20000]))
