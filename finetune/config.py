@@ -24,6 +24,7 @@ from heads import head_config_class, list_heads
 
 from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig
 from .data.registry import DataConfig
+from .descriptors import descriptor_names
 from .lora import LoraSettings
 from .train import TrainConfig
 
@@ -44,6 +45,8 @@ class ModelConfig(StrictConfig):
             the device after the front-end; mixing mixes the targets too (:mod:`finetune.data.augment.training`).
             They sit with the model, not in ``train``, because the model applies them: any loop that passes
             ``labels`` gets them, and they are off in eval mode.
+        descriptors: the descriptor groups of a ``hybrid`` head (``[audio]``, ``[audio, midi]``;
+            :mod:`finetune.descriptors`), computed per clip and cached; required by that head, refused by others.
     """
 
     backbone: str = "passt_s.tiny"
@@ -57,6 +60,7 @@ class ModelConfig(StrictConfig):
     spec_augment: SpecAugmentConfig | None = None
     mixup: MixupConfig | None = None
     specmix: SpecMixConfig | None = None
+    descriptors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_outputs < 1:
@@ -70,6 +74,21 @@ class ModelConfig(StrictConfig):
             raise ConfigError("model.head_config.num_outputs: set model.num_outputs instead")
         if "labels" in self.head_config:
             raise ConfigError("model.head_config.labels: the output names come from the data set")
+        if (self.head == "hybrid") != bool(self.descriptors):
+            raise ConfigError(
+                "model.descriptors: the hybrid head needs descriptor groups (e.g. [audio] or [audio, midi])"
+                if self.head == "hybrid"
+                else f"model.descriptors: only the hybrid head takes descriptors, not {self.head!r}"
+            )
+        if self.descriptors:
+            try:
+                descriptor_names(self.descriptors)
+            except ValueError as e:
+                raise ConfigError(f"model.descriptors: {e}") from None
+        if "descriptor_names" in self.head_config:
+            raise ConfigError(
+                "model.head_config.descriptor_names: set model.descriptors (the groups) instead"
+            )
         typed = from_dict(
             head_config_class(self.head),
             {**self.head_config, "num_outputs": self.num_outputs},

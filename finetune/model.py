@@ -27,7 +27,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, load_backbone
-from heads import SINGLE_LABEL, Head, Task, build_head, head_config_class
+from heads import SINGLE_LABEL, Head, HybridHead, Task, build_head, head_config_class
 
 from . import serialization
 from .calibration import Calibration, CalibrationError
@@ -230,6 +230,7 @@ class AudioModel(nn.Module):
         features: Tensor | None = None,
         output_hidden_states: bool = False,
         embeddings: Tensor | None = None,
+        descriptors: Tensor | None = None,
     ) -> ModelOutput:
         """Predict (and score against ``labels``) from waveforms, precomputed front-end frames, or cached
         backbone ``pooled`` vectors (:mod:`finetune.embeddings`; heads with ``pooling="pooled"`` only).
@@ -240,7 +241,8 @@ class AudioModel(nn.Module):
         Shapes:
             waveform: [B, N] at :attr:`sample_rate`; features: [B, n_mels, T] from :meth:`compute_features`;
             embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices or [B, C] class
-            probabilities, [B, C] multi-label, [B, n] ratings).
+            probabilities, [B, C] multi-label, [B, n] ratings); descriptors: [B, K], the clips' descriptors
+            (:mod:`finetune.descriptors`), for a ``hybrid`` head only (and required by it).
         """
         if sum(x is not None for x in (waveform, features, embeddings)) != 1:
             raise ValueError(
@@ -253,13 +255,15 @@ class AudioModel(nn.Module):
                     "front-end features; cached embeddings skip both. Train on waveforms, or drop the "
                     "augmentations (a recipe: data.cache_embeddings=false, or no model.mixup/specmix/spec_augment)"
                 )
-            return self.forward_embeddings(embeddings, labels)
+            return self.forward_embeddings(embeddings, labels, descriptors)
         if features is not None and features.dim() != 3:
             raise ValueError(
                 f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
             )
         if self.training and self.augment is not None:
-            waveform, features, labels, _ = self.augment.apply(self.backbone, waveform, features, labels)
+            waveform, features, labels, descriptors = self.augment.apply(
+                self.backbone, waveform, features, labels, descriptors
+            )
         if features is not None:
             tokens = self.backbone.tokenize(features)
             backbone_output = self.backbone.encode(tokens, output_hidden_states=output_hidden_states)
@@ -267,20 +271,33 @@ class AudioModel(nn.Module):
             assert waveform is not None
             backbone_output = self.backbone(waveform, output_hidden_states=output_hidden_states)
         pooled = self.head.pool(backbone_output)
-        prediction = self.head.project(pooled)
+        prediction = self._project(pooled, descriptors)
         loss = self.head.loss(prediction, labels) if labels is not None else None
         return ModelOutput(
             **{self.head.output_field: prediction}, loss=loss, pooled=pooled, backbone_output=backbone_output
         )
 
-    def forward_embeddings(self, embeddings: Tensor, labels: Tensor | None = None) -> ModelOutput:
+    def _project(self, pooled: Tensor, descriptors: Tensor | None) -> Tensor:
+        """The head's prediction from the clip vector (and, for a hybrid head, the clips' descriptors)."""
+        if isinstance(self.head, HybridHead):
+            return self.head.project(pooled, descriptors)
+        if descriptors is not None:
+            raise ValueError(
+                f"descriptors are an input of the hybrid head; the {self.head.name!r} head takes none"
+            )
+        return self.head.project(pooled)
+
+    def forward_embeddings(
+        self, embeddings: Tensor, labels: Tensor | None = None, descriptors: Tensor | None = None
+    ) -> ModelOutput:
         """Run only the head, on cached backbone ``pooled`` vectors (:mod:`finetune.embeddings`).
 
         A head that pools with ``pooled`` feeds the backbone's own clip vector to its output layers, so its
         projection of a cached vector is what the waveform path computes; other poolings need the token sequence.
 
         Shapes:
-            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes.
+            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes;
+            descriptors: [B, K] for a ``hybrid`` head.
 
         Raises:
             ValueError: the head does not pool with ``pooled``, or ``embeddings`` is not ``[B, D]``.
@@ -296,7 +313,7 @@ class AudioModel(nn.Module):
                 f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
                 f"got shape {tuple(embeddings.shape)}"
             )
-        prediction = self.head.project(embeddings)
+        prediction = self._project(embeddings, descriptors)
         loss = self.head.loss(prediction, labels) if labels is not None else None
         return ModelOutput(**{self.head.output_field: prediction}, loss=loss, pooled=embeddings)
 
@@ -378,7 +395,7 @@ def build_model(
 
     Args:
         backbone: a registered name (``"passt_s.audioset_swa"``) or a built :class:`backbones.Backbone`.
-        head: a registered head (``linear``, ``mlp``, ``attention``, ``crnn``, ``rating``).
+        head: a registered head (``linear``, ``mlp``, ``attention``, ``crnn``, ``rating``, ``hybrid``).
         num_outputs: classes or rating dimensions (default: ``len(labels)``, or the head's default).
         checkpoint: backbone weights, anything :func:`backbones.load_backbone` accepts (only with a name).
         lora: LoRA settings (``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}``) or None.

@@ -25,6 +25,7 @@ from .config import RecipeConfig, to_dict
 from .data.augment import build_data_augment
 from .data.collate import CropCollate
 from .data.registry import DATASETS, TaskData, get_dataset, register_dataset
+from .descriptors import DescriptorExtractor, descriptor_stats, with_descriptors
 from .embeddings import cache_embeddings, collate_embeddings
 from .evaluation import predict
 from .model import AudioModel, build_model
@@ -61,6 +62,9 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     with accelerator.main_process_first():  # data sets may cache to disk: build once, then read
         data = dataset(cfg.data, sample_rate)
     head_config = {"labels": data.names, **cfg.model.head_config}
+    extractor = DescriptorExtractor(cfg.model.descriptors) if cfg.model.descriptors else None
+    if extractor is not None:  # the hybrid head's descriptor branch
+        head_config["descriptor_names"] = extractor.names
     model = build_model(
         cfg.model.backbone,
         head=cfg.model.head,
@@ -94,6 +98,10 @@ def run_recipe(cfg: RecipeConfig, accelerator: Accelerator | None = None) -> dic
     )
     eval_collate = CropCollate(model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops)
     splits = {name: data.splits[name] for name in ("train", "validation", "test")}
+    if extractor is not None:
+        with accelerator.main_process_first():  # computed once per clip and cached on disk
+            splits = with_descriptors(splits, extractor, progress=cfg.train.progress)
+        model.head.set_descriptor_stats(*descriptor_stats(splits["train"]))
     if cfg.data.cache_embeddings:
         if cfg.data.augment or model.augment is not None:
             raise ValueError(

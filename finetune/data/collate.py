@@ -3,7 +3,7 @@
 Rows are mappings with an audio entry (a float ``np.ndarray`` / tensor ``[N]`` or ``[C, N]``, channels
 averaged, or a ``{"array", "sampling_rate"}`` dict as ``datasets.Audio`` gives), the rate under
 ``sample_rate`` or ``sampling_rate``, and optionally ``label`` (int), ``labels`` (multi-hot floats),
-``ratings`` (floats) and ``id`` or ``name``. Both the synthetic data sets and the real-data loaders of this package produce such rows.
+``ratings`` (floats), ``descriptors`` (floats) and ``id`` or ``name``. Both the synthetic data sets and the real-data loaders of this package produce such rows.
 
 Cropping. Training takes ``crops_per_clip`` random *right-aligned* windows per clip: a random end time ``e``
 is drawn and the window is the audio just before it, as a stream sees it at time ``e``. By default ``e`` is at
@@ -50,6 +50,7 @@ class AudioBatch(TypedDict, total=False):
             starts before the clip.
         labels: int64 ``[M]`` (when rows have a class label), or float32 ``[M, C]`` (multi-hot tags).
         ratings: float32 ``[M, D]`` (when rows have ratings).
+        descriptors: float32 ``[M, K]``, each clip's descriptors (when rows have ``descriptors``).
         ids: the ``B`` clip ids (``str(row index in the batch)`` when rows have none).
         num_short: clips shorter than the window (padded).
     """
@@ -60,6 +61,7 @@ class AudioBatch(TypedDict, total=False):
     crop_start: Tensor
     labels: Tensor
     ratings: Tensor
+    descriptors: Tensor
     ids: list[str]
     num_short: int
 
@@ -182,6 +184,10 @@ class CropCollate:
         elif self.multi_hot_key in rows[0]:
             hot = [torch.as_tensor(np.asarray(r[self.multi_hot_key]), dtype=torch.float32) for r in rows]
             batch["labels"] = torch.stack(hot)[per_crop]
+        if "descriptors" in rows[0]:  # a hybrid head's clip descriptors (finetune.descriptors), per crop
+            batch["descriptors"] = torch.stack([torch.as_tensor(np.asarray(r["descriptors"])) for r in rows])[
+                per_crop
+            ]
         if self.ratings_key in rows[0]:
             ratings = torch.stack(
                 [torch.as_tensor(np.asarray(r[self.ratings_key]), dtype=torch.float32) for r in rows]

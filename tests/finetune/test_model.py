@@ -167,11 +167,11 @@ def test_forward_embeddings_rejects_other_poolings_and_shapes() -> None:
         attention.forward_embeddings(torch.zeros(2, width))
 
 
-def _augmented_cnn(**settings: object):
+def _augmented_cnn(head: str = "linear", **settings: object):
     torch.manual_seed(0)
     return build_model(
         "cnn14.tiny",
-        head="linear",
+        head=head,
         num_outputs=4,
         backbone_overrides={"dropout": 0.0, "embed_dropout": 0.0},
         **settings,
@@ -238,3 +238,38 @@ def test_augmentations_refuse_cached_embeddings_in_training_and_bad_settings() -
     with pytest.raises(ConfigError, match=r"unknown key\(s\) mixup.alhpa \(did you mean 'alpha'\?\)"):
         _augmented_cnn(mixup={"alhpa": 0.2})
     assert _augmented_cnn().augment is None
+
+
+def test_hybrid_model_takes_descriptors_mixes_them_and_saves_their_statistics(tmp_path) -> None:
+    from finetune.model import AudioModel
+
+    model = _augmented_cnn(head="hybrid", task="single_label", descriptor_names=("a", "b"), fusion="gated")
+    model.head.set_descriptor_stats(torch.tensor([10.0, -1.0]), torch.tensor([2.0, 0.5]))
+    wave, labels, d = music_wave(model.sample_rate, batch=3), torch.tensor([0, 1, 2]), torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"the hybrid head needs descriptors \[B, 2\] with every batch"):
+        model(wave)
+    out = model(wave, descriptors=d)
+    model.save_pretrained(tmp_path / "m")
+    loaded = AudioModel.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded(wave, descriptors=d).logits, out.logits, rtol=0, atol=0)
+    assert loaded.head.config.descriptor_names == ("a", "b")
+    torch.testing.assert_close(loaded.head.descriptor_std, torch.tensor([2.0, 0.5]))
+    pooled = out.pooled
+    torch.testing.assert_close(model(embeddings=pooled, descriptors=d).logits, out.logits, rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match="descriptors are an input of the hybrid head; the 'linear' head takes none"
+    ):
+        _augmented_cnn()(wave, descriptors=d)
+    mixing = _augmented_cnn(
+        head="hybrid", task="single_label", descriptor_names=("a", "b"), mixup={"alpha": 0.4}
+    ).train()
+    torch.manual_seed(4)
+    trained = mixing(wave, labels=labels, descriptors=d)
+    torch.manual_seed(4)
+    mixed_wave, _, targets, mixed_d = mixing.augment.apply(mixing.backbone, wave, None, labels, d)
+    torch.manual_seed(4)
+    ref = Mixup(MixupConfig(alpha=0.4, num_classes=3))(wave, labels)
+    lam = ref.lam[:, None]
+    torch.testing.assert_close(mixed_d, lam * d + (1 - lam) * d[ref.perm], rtol=0, atol=0)
+    logits = mixing.head.project(mixing.head.pool(mixing.backbone(mixed_wave)), mixed_d)
+    torch.testing.assert_close(trained.loss, mixing.head.loss(logits, targets), rtol=1e-6, atol=1e-6)
