@@ -23,7 +23,9 @@ import yaml
 from backbones.config import ConfigError, StrictConfig, did_you_mean, from_dict, to_dict
 from heads import head_config_class, list_heads
 
+from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig
 from .data.registry import DataConfig
+from .descriptors import descriptor_names
 from .lora import LoraSettings
 from .train import TrainConfig
 
@@ -42,6 +44,12 @@ class ModelConfig(StrictConfig):
             given value must equal it.
         head_config: the head's own settings (its config class's fields but ``num_outputs`` and ``labels``),
             checked against ``head_config_class(head)`` here; keys keep the values as converted.
+        spec_augment, mixup, specmix: the batch augmentations of the model's training forward (None: off), on
+            the device after the front-end; mixing mixes the targets too (:mod:`finetune.data.augment.training`).
+            They sit with the model, not in ``train``, because the model applies them: any loop that passes
+            ``labels`` gets them, and they are off in eval mode.
+        descriptors: the descriptor groups of a ``hybrid`` head (``[audio]``, ``[audio, midi]``;
+            :mod:`finetune.descriptors`), computed per clip and cached; required by that head, refused by others.
     """
 
     backbone: str = "passt_s.tiny"
@@ -52,6 +60,10 @@ class ModelConfig(StrictConfig):
     lora: LoraSettings | None = None
     head_config: dict[str, Any] = field(default_factory=dict)
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
+    spec_augment: SpecAugmentConfig | None = None
+    mixup: MixupConfig | None = None
+    specmix: SpecMixConfig | None = None
+    descriptors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_outputs is not None and self.num_outputs < 1:
@@ -65,6 +77,21 @@ class ModelConfig(StrictConfig):
             raise ConfigError("model.head_config.num_outputs: set model.num_outputs instead")
         if "labels" in self.head_config:
             raise ConfigError("model.head_config.labels: the output names come from the data set")
+        if (self.head == "hybrid") != bool(self.descriptors):
+            raise ConfigError(
+                "model.descriptors: the hybrid head needs descriptor groups (e.g. [audio] or [audio, midi])"
+                if self.head == "hybrid"
+                else f"model.descriptors: only the hybrid head takes descriptors, not {self.head!r}"
+            )
+        if self.descriptors:
+            try:
+                descriptor_names(self.descriptors)
+            except ValueError as e:
+                raise ConfigError(f"model.descriptors: {e}") from None
+        if "descriptor_names" in self.head_config:
+            raise ConfigError(
+                "model.head_config.descriptor_names: set model.descriptors (the groups) instead"
+            )
         config_cls = head_config_class(self.head)
         # without a count yet, the head's settings are checked with its default (or one output)
         default = next(f.default for f in dataclasses.fields(config_cls) if f.name == "num_outputs")

@@ -75,7 +75,10 @@ def cache_embeddings(
         pooled = model.backbone(batch["waveform"].to(device)).pooled.float().cpu()
         for clip in range(len(batch["ids"])):
             rows = batch["clip_index"] == clip
-            items.append({"embeddings": pooled[rows].clone(), key: batch[key][rows][0].clone()})
+            item = {"embeddings": pooled[rows].clone(), key: batch[key][rows][0].clone()}
+            if "descriptors" in batch:  # a hybrid head's clip descriptors travel with the clip
+                item["descriptors"] = batch["descriptors"][rows][0].clone()
+            items.append(item)
     model.backbone.train(was_training)
     return EmbeddingDataset(items)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Predictions", "average_crops", "evaluate", "model_inputs", "predict", "resolve_task"]
 
 _INPUT_KEYS = ("waveform", "features", "embeddings")
+_EXTRA_KEYS = ("descriptors",)  # per-example inputs beside the audio (a hybrid head's clip descriptors)
 
 
 class Predictions(NamedTuple):
@@ -78,7 +79,8 @@ def resolve_task(
 
 def model_inputs(batch: Mapping[str, Any], task: Task, require_targets: bool = True) -> dict[str, Any]:
     """The model's keyword arguments from a collated batch: its input (``waveform``, ``features`` or
-    ``embeddings``) and, under ``labels``, the targets found at ``task.target_key``.
+    ``embeddings``), ``descriptors`` when the batch has them, and, under ``labels``, the targets found at
+    ``task.target_key``.
 
     Raises:
         KeyError: the batch has no input or several, or (``require_targets``) lacks the task's targets.
@@ -86,6 +88,7 @@ def model_inputs(batch: Mapping[str, Any], task: Task, require_targets: bool = T
     inputs = {k: batch[k] for k in _INPUT_KEYS if k in batch}
     if len(inputs) != 1:
         raise KeyError(f"a batch needs one of {', '.join(map(repr, _INPUT_KEYS))}; got keys {sorted(batch)}")
+    inputs.update({k: batch[k] for k in _EXTRA_KEYS if k in batch})
     if task.target_key in batch:
         inputs["labels"] = batch[task.target_key]
     elif require_targets:

@@ -148,7 +148,8 @@ def predict_clips(
 ) -> Iterator[ClipPrediction]:
     """Predict every clip of ``rows`` from its windows, yielding results in input order.
 
-    Rows follow the contract of :mod:`finetune.data.tracks` (a file row may be just ``{"path": ...}``). Windows are
+    Rows follow the contract of :mod:`finetune.data.tracks` (a file row may be just ``{"path": ...}``; a hybrid
+    head's rows carry their ``descriptors``). Windows are
     read one at a time and run ``batch_size`` at a time on the model's device (windows of consecutive clips share
     batches); a clip whose file cannot be read yields a result with ``error`` set, and the others go on.
 
@@ -168,14 +169,18 @@ def predict_clips(
     device = next(model.parameters()).device
     model.eval()
     pending: dict[int, _Pending] = {}
-    batch: list[tuple[int, torch.Tensor]] = []
+    batch: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (clip, window, its descriptors)
 
     def run_batch() -> None:
         if not batch:
             return
-        waves = torch.stack([w for _, w in batch]).to(device)
-        outputs = getattr(model(waveform=waves), field_name).float().cpu().double()
-        for (index, _), out in zip(batch, outputs):
+        waves = torch.stack([w for _, w, _ in batch]).to(device)
+        extra = [d for _, _, d in batch]
+        inputs = {"waveform": waves}
+        if extra[0] is not None:
+            inputs["descriptors"] = torch.stack(extra).to(device)
+        outputs = getattr(model(**inputs), field_name).float().cpu().double()
+        for (index, _, _), out in zip(batch, outputs):
             clip = pending[index]
             clip.total = out if clip.total is None else clip.total + out
             clip.done += 1
@@ -198,14 +203,16 @@ def predict_clips(
         clip = pending[index] = _Pending(ClipPrediction(index, name, row.get("path"), None, 0))
         try:
             track = reader.open(row, name)
+            found = row.get("descriptors")  # a hybrid head's clip descriptors (finetune.descriptors)
+            descriptors = None if found is None else torch.as_tensor(np.asarray(found), dtype=torch.float32)
             for start in plan.starts(track.length, rate):
-                batch.append((index, track.read(start, start + n)))
+                batch.append((index, track.read(start, start + n), descriptors))
                 clip.queued += 1
                 if len(batch) == batch_size:
                     run_batch()
         except AudioLoadError as e:
             clip.result.error = e.reason
-            batch[:] = [(i, w) for i, w in batch if i != index]
+            batch[:] = [entry for entry in batch if entry[0] != index]
         clip.complete = True
         for result in ready():
             bar.update(1)

@@ -5,6 +5,11 @@
 >>> model.save_pretrained("runs/x/model")
 >>> same = AudioModel.from_pretrained("runs/x/model")
 
+Training augmentations (``build_model(..., spec_augment=..., mixup=..., specmix=...)``) run inside
+:meth:`AudioModel.forward` in training mode only, on the device, between the front-end and ``tokenize``; mixing
+also mixes the targets, so the returned loss is the loss on the mixed targets (:mod:`finetune.data.augment.training`).
+They are training settings, not part of a saved model.
+
 What a saved directory holds, which of its fields are authoritative and the errors loading raises are described
 in :mod:`finetune.serialization`.
 """
@@ -25,10 +30,11 @@ from torch import Tensor, nn
 
 from backbones import Backbone, BackboneOutput, load_backbone
 from backbones.base import as_input_tensor
-from heads import Head, Task, build_head, head_config_class
+from heads import SINGLE_LABEL, Head, HybridHead, Task, build_head, head_config_class
 
 from . import serialization
 from .calibration import Calibration, CalibrationError
+from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig, TrainingAugment
 from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
 from .serialization import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME, cfg_overrides
 
@@ -104,6 +110,8 @@ class AudioModel(nn.Module):
             ``"last_k:<k>"`` (train the last k blocks and the final norm), ``"lora"`` (train the adapters only).
             The head always trains. BatchNorm layers whose parameters are frozen keep their running statistics.
         backbone_overrides: builder keyword arguments used for the backbone (saved so it can be rebuilt).
+        augment: batch augmentations of the training forward (:class:`finetune.data.augment.TrainingAugment`),
+            or None; not saved with the model.
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class AudioModel(nn.Module):
         lora: LoraSettings | None = None,
         freeze: str = "none",
         backbone_overrides: Mapping[str, Any] | None = None,
+        augment: TrainingAugment | None = None,
     ) -> None:
         super().__init__()
         kind, _ = _parse_freeze(freeze)
@@ -127,6 +136,7 @@ class AudioModel(nn.Module):
             )
         self.backbone = backbone
         self.head = head
+        self.augment = augment
         self.lora_settings = lora
         self.backbone_overrides = {**cfg_overrides(backbone), **dict(backbone_overrides or {})}
         self.lora_modules = apply_lora(backbone, lora) if lora is not None else []
@@ -223,6 +233,7 @@ class AudioModel(nn.Module):
         features: Tensor | np.ndarray | None = None,
         output_hidden_states: bool = False,
         embeddings: Tensor | np.ndarray | None = None,
+        descriptors: Tensor | np.ndarray | None = None,
     ) -> ModelOutput:
         """Predict (and score against ``labels``) from waveforms, precomputed front-end frames, or cached
         backbone ``pooled`` vectors (:mod:`finetune.embeddings`; heads with ``pooling="pooled"`` only).
@@ -231,10 +242,14 @@ class AudioModel(nn.Module):
         cast to its weights' dtype (a bf16/fp16/fp64 model takes float32 input; see
         :meth:`backbones.Backbone.forward`); numpy labels become tensors.
 
+        In training mode with :attr:`augment` set, the batch is augmented first (mixup on the waveform, then
+        mixup / SpecMix / SpecAugment on the front-end features) and ``loss`` is the loss on the mixed targets.
+
         Shapes:
             waveform: [B, N] at :attr:`sample_rate`; features: [B, n_mels, T] from :meth:`compute_features`;
-            embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices, [B, C] multi-label,
-            [B, n] ratings).
+            embeddings: [B, D]; labels: what the head's ``loss`` takes ([B] class indices or [B, C] class
+            probabilities, [B, C] multi-label, [B, n] ratings); descriptors: [B, K], the clips' descriptors
+            (:mod:`finetune.descriptors`), for a ``hybrid`` head only (and required by it).
 
         Raises:
             TypeError: an input is not a tensor or numpy array of floats.
@@ -243,22 +258,40 @@ class AudioModel(nn.Module):
             raise ValueError(
                 "pass exactly one of waveform [B, N], features [B, n_mels, T] or embeddings [B, D]"
             )
+        device = self.backbone.device
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=device)
+        if descriptors is not None:
+            descriptors = as_input_tensor(descriptors, "descriptors", device)
+            descriptors = descriptors.to(next(self.head.parameters()).dtype)
         if embeddings is not None:
-            return self.forward_embeddings(embeddings, labels)
+            if self.training and self.augment is not None:
+                raise ValueError(
+                    "the model's training augmentations (spec_augment, mixup, specmix) act on waveforms or "
+                    "front-end features; cached embeddings skip both. Train on waveforms, or drop the "
+                    "augmentations (a recipe: data.cache_embeddings=false, or no model.mixup/specmix/spec_augment)"
+                )
+            return self.forward_embeddings(embeddings, labels, descriptors)
         if features is not None:
-            features = as_input_tensor(features, "features", self.backbone.device)
-            features = features.to(self.backbone.compute_dtype)
+            features = as_input_tensor(features, "features", device).to(self.backbone.compute_dtype)
             if features.dim() != 3:
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
                 )
+        if self.training and self.augment is not None:
+            if waveform is not None:
+                waveform = as_input_tensor(waveform, "waveform", device)
+            waveform, features, labels, descriptors = self.augment.apply(
+                self.backbone, waveform, features, labels, descriptors
+            )
+        if features is not None:
             tokens = self.backbone.tokenize(features)
             backbone_output = self.backbone.encode(tokens, output_hidden_states=output_hidden_states)
         else:
             assert waveform is not None
             backbone_output = self.backbone(waveform, output_hidden_states=output_hidden_states)
         pooled = self.head.pool(backbone_output)
-        prediction = self.head.project(pooled)
+        prediction = self._project(pooled, descriptors)
         return ModelOutput(
             **{self.head.output_field: prediction},
             loss=self._loss(prediction, labels),
@@ -273,8 +306,21 @@ class AudioModel(nn.Module):
             return None
         return self.head.loss(prediction, torch.as_tensor(labels, device=prediction.device))
 
+    def _project(self, pooled: Tensor, descriptors: Tensor | None) -> Tensor:
+        """The head's prediction from the clip vector (and, for a hybrid head, the clips' descriptors)."""
+        if isinstance(self.head, HybridHead):
+            return self.head.project(pooled, descriptors)
+        if descriptors is not None:
+            raise ValueError(
+                f"descriptors are an input of the hybrid head; the {self.head.name!r} head takes none"
+            )
+        return self.head.project(pooled)
+
     def forward_embeddings(
-        self, embeddings: Tensor | np.ndarray, labels: Tensor | np.ndarray | None = None
+        self,
+        embeddings: Tensor | np.ndarray,
+        labels: Tensor | np.ndarray | None = None,
+        descriptors: Tensor | np.ndarray | None = None,
     ) -> ModelOutput:
         """Run only the head, on cached backbone ``pooled`` vectors (:mod:`finetune.embeddings`).
 
@@ -282,7 +328,8 @@ class AudioModel(nn.Module):
         projection of a cached vector is what the waveform path computes; other poolings need the token sequence.
 
         Shapes:
-            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes.
+            embeddings: [B, D] with D = ``backbone.embed_dim``; labels: what the head's ``loss`` takes;
+            descriptors: [B, K] for a ``hybrid`` head.
 
         Raises:
             ValueError: the head does not pool with ``pooled``, or ``embeddings`` is not ``[B, D]``.
@@ -295,12 +342,16 @@ class AudioModel(nn.Module):
             )
         head_weight = next(self.head.parameters())
         embeddings = as_input_tensor(embeddings, "embeddings", head_weight.device).to(head_weight.dtype)
+        if descriptors is not None:
+            descriptors = as_input_tensor(descriptors, "descriptors", head_weight.device).to(
+                head_weight.dtype
+            )
         if embeddings.dim() != 2 or embeddings.shape[1] != self.head.in_dim:
             raise ValueError(
                 f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
                 f"got shape {tuple(embeddings.shape)}"
             )
-        prediction = self.head.project(embeddings)
+        prediction = self._project(embeddings, descriptors)
         return ModelOutput(
             **{self.head.output_field: prediction}, loss=self._loss(prediction, labels), pooled=embeddings
         )
@@ -374,19 +425,26 @@ def build_model(
     freeze: str | None = None,
     labels: Iterable[str] | None = None,
     backbone_overrides: Mapping[str, Any] | None = None,
+    spec_augment: SpecAugmentConfig | Mapping[str, Any] | None = None,
+    mixup: MixupConfig | Mapping[str, Any] | None = None,
+    specmix: SpecMixConfig | Mapping[str, Any] | None = None,
     **head_config: Any,
 ) -> AudioModel:
     """Assemble a backbone, optional LoRA and a head.
 
     Args:
         backbone: a registered name (``"passt_s.audioset_swa"``) or a built :class:`backbones.Backbone`.
-        head: a registered head (``linear``, ``mlp``, ``attention``, ``crnn``, ``rating``).
+        head: a registered head (``linear``, ``mlp``, ``attention``, ``crnn``, ``rating``, ``hybrid``).
         num_outputs: classes or rating dimensions (default: ``len(labels)``, or the head's default).
         checkpoint: backbone weights, anything :func:`backbones.load_backbone` accepts (only with a name).
         lora: LoRA settings (``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}``) or None.
         freeze: ``none``, ``backbone``, ``last_k:<k>`` or ``lora``; default ``lora`` with LoRA, else ``none``.
         labels: class / dimension names.
         backbone_overrides: architecture, front-end or builder settings (``depth=2``, ``patchout=(2, 1)``).
+        spec_augment: SpecAugment masks on the front-end features in training
+            (:class:`~finetune.data.augment.SpecAugmentConfig` or its fields as a mapping), or None.
+        mixup: mixup in training (:class:`~finetune.data.augment.MixupConfig`: ``alpha``, ``p``, ``stage``), or None.
+        specmix: SpecMix in training (:class:`~finetune.data.augment.SpecMixConfig`), or None.
         **head_config: the head config's other fields (``hidden_sizes``, ``dropout``, ``multi_label``, ...).
     """
     if isinstance(backbone, Backbone):
@@ -409,10 +467,18 @@ def build_model(
         raise ValueError(f"head {head!r} needs num_outputs= (or labels=)")
     settings = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings.from_dict(lora)
     mode = freeze if freeze is not None else ("lora" if settings is not None else "none")
+    built_head = build_head(head, built.embed_dim, **config)
+    augment = TrainingAugment.from_settings(
+        spec_augment,
+        mixup,
+        specmix,
+        num_classes=len(built_head.labels) if built_head.task is SINGLE_LABEL else None,
+    )
     return AudioModel(
         built,
-        build_head(head, built.embed_dim, **config),
+        built_head,
         lora=settings,
         freeze=mode,
         backbone_overrides=backbone_overrides,
+        augment=augment,
     )

@@ -35,6 +35,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from torch.utils.data import Subset
 
 from backbones import get_pretrained_cfg
 from backbones.checkpoints import check_checkpoint_source
@@ -44,11 +45,12 @@ from backbones.state_dict import CheckpointError
 from .checkpointing import TRAINING_OUTPUTS, resume_point, set_aside
 from .config import RecipeConfig, to_dict
 from .data.audio import AudioLoadError, audio_info
-from .data.augment import build_wave_augment
+from .data.augment import build_data_augment
 from .data.collate import CropCollate
 from .data.decoded import DecodedCache, wants_cache
 from .data.registry import DATASETS, TaskData, get_dataset, register_dataset
 from .data.tracks import TrackReader
+from .descriptors import DescriptorExtractor, WithDescriptors, descriptor_stats, with_descriptors
 from .embeddings import cache_embeddings, collate_embeddings
 from .inference import WindowPlan, predict_clips
 from .model import AudioModel, build_model
@@ -174,6 +176,7 @@ def _decode_cache(
 def _test(
     model: AudioModel,
     data: TaskData,
+    split: Any,
     plan: WindowPlan,
     reader: TrackReader,
     accelerator: Accelerator,
@@ -181,9 +184,11 @@ def _test(
     progress: bool,
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
     """Predict every test clip from its windows (processes share the clips); returns the clips' records for
-    ``predictions.csv`` and the raw outputs and targets of the clips that could be read."""
-    split = data.splits["test"]
-    targets = row_targets(split, data.task)
+    ``predictions.csv`` and the raw outputs and targets of the clips that could be read. ``split`` is the test
+    split, or its clips with their descriptors (a hybrid head)."""
+    targets = row_targets(data.splits["test"], data.task)
+    if isinstance(split, WithDescriptors):
+        targets = targets[split.indices]
     mine = range(accelerator.process_index, len(split), accelerator.num_processes)
     rows = (split[i] for i in mine)
     results = [
@@ -258,6 +263,10 @@ def run_recipe(
     if main:
         echo(data_summary(data, cfg.data.name))
         write_splits(data, out / "splits.csv")
+    head_config = {"labels": data.names, **cfg.model.head_config}
+    extractor = DescriptorExtractor(cfg.model.descriptors) if cfg.model.descriptors else None
+    if extractor is not None:  # the hybrid head's descriptor branch
+        head_config["descriptor_names"] = extractor.names
     model = build_model(
         cfg.model.backbone,
         head=cfg.model.head,
@@ -266,8 +275,10 @@ def run_recipe(
         lora=cfg.model.lora,
         freeze=cfg.model.freeze,
         backbone_overrides=cfg.model.backbone_overrides or None,
-        labels=data.names,
-        **cfg.model.head_config,
+        spec_augment=cfg.model.spec_augment,
+        mixup=cfg.model.mixup,
+        specmix=cfg.model.specmix,
+        **head_config,
     )
     task = model.task
     if task is not data.task:
@@ -277,7 +288,7 @@ def run_recipe(
         )
     task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
     window = _window_seconds(cfg, model)
-    augment = build_wave_augment(cfg.data.augment, model.sample_rate) if cfg.data.augment else None
+    augment = build_data_augment(cfg.data.augment, model.sample_rate)
     reading = {"cache": cache, "skip_log": out / "skipped.jsonl"}
     train_collate = CropCollate(
         model.sample_rate,
@@ -285,20 +296,31 @@ def run_recipe(
         train=True,
         crops_per_clip=cfg.data.train_crops,
         seed=cfg.data.seed,
-        augment=augment,
+        augment=augment.wave,
+        stretch=augment.stretch,
         **reading,
     )
     eval_collate = CropCollate(
         model.sample_rate, window, train=False, crops_per_clip=cfg.data.eval_crops, **reading
     )
-    train_rows = data.splits["train"]
+    splits: dict[str, Any] = {name: data.splits[name] for name in ("train", "validation", "test")}
+    if extractor is not None:
+        with accelerator.main_process_first():  # computed once per clip and cached on disk
+            splits = with_descriptors(splits, extractor, progress=progress)
+        model.head.set_descriptor_stats(*descriptor_stats(splits["train"]))
+    test_rows = splits.pop("test")
+    clips = dict(splits)  # one row per clip (the embedding cache reads each clip's windows once)
     if cfg.data.crops_per_track > 1:  # each clip several times per epoch, each time with new random windows
-        train_rows = train_rows.select(np.tile(np.arange(len(train_rows)), cfg.data.crops_per_track))
-    splits = {"train": train_rows, "validation": data.splits["validation"]}
+        tiled = np.tile(np.arange(len(splits["train"])), cfg.data.crops_per_track)
+        train_rows = splits["train"]
+        splits["train"] = (
+            train_rows.select(tiled) if hasattr(train_rows, "select") else Subset(train_rows, tiled)
+        )
     if cfg.data.cache_embeddings:
-        if augment is not None:
+        if cfg.data.augment or model.augment is not None:
             raise ValueError(
-                "data.cache_embeddings cannot be combined with data.augment (augmented audio changes)"
+                "data.cache_embeddings cannot be combined with data.augment or model.spec_augment / mixup / "
+                "specmix (augmented audio and features change)"
             )
         train_windows = CropCollate(
             model.sample_rate, window, train=False, crops_per_clip=cfg.data.train_crops, **reading
@@ -307,9 +329,9 @@ def run_recipe(
         model.to(accelerator.device)
         splits = {
             name: cache_embeddings(
-                model, data.splits[name], collates[name], device=accelerator.device, progress=progress
+                model, clips[name], collates[name], device=accelerator.device, progress=progress
             )
-            for name in splits
+            for name in clips
         }
         train_collate = eval_collate = collate_embeddings
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
@@ -334,6 +356,7 @@ def run_recipe(
     clips, outputs, targets = _test(
         unwrapped,
         data,
+        test_rows,
         plan,
         TrackReader(model.sample_rate, cache),
         accelerator,

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # task.target_key (the batch key) -> the row column it comes from (CropCollate's label_key / ratings_key)
-_ROW_KEYS = {"labels": "label", "ratings": "ratings"}
+_ROW_KEYS = {"single_label": "label", "multi_label": "labels", "rating": "ratings"}  # task -> row key
 _SPLIT_COLUMNS = ("name", "id", "path", "label", "group", "duration")
 
 
@@ -53,7 +53,7 @@ def row_targets(split: Dataset, task: Task) -> np.ndarray:
     Shapes:
         -> ``[N]`` class indices, or ``[N, C]`` (multi-hot tags, ratings).
     """
-    key = _ROW_KEYS[task.target_key]
+    key = _ROW_KEYS[task.name]
     return np.asarray(list(_metadata(split)[key]))
 
 

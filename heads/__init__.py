@@ -1,4 +1,5 @@
-"""Task heads on top of a backbone's output: genre classification and multi-task ratings.
+"""Task heads on top of a backbone's output: genre classification, multi-task ratings, and the hybrid head that
+fuses the embedding with hand-made descriptors.
 
 >>> from heads import build_head
 >>> head = build_head("mlp", in_dim=768, num_outputs=10, hidden_sizes=[256])
@@ -13,12 +14,14 @@ from .classification import (
     LinearHead,
     MLPHead,
 )
+from .hybrid import FUSIONS, HybridConfig, HybridHead
 from .pooling import POOLINGS, AttentionPool, build_pooling, time_columns
 from .rating import PERCEPIANO_DIMENSIONS, RatingConfig, RatingHead
 from .registry import Head, HeadConfig, StrictConfig, build_head, head_config_class, list_heads, register_head
 from .tasks import MULTI_LABEL, RATING, SINGLE_LABEL, TASKS, Task, get_task, list_tasks, register_task
 
 __all__ = [
+    "FUSIONS",
     "GTZAN_GENRES",
     "MULTI_LABEL",
     "PERCEPIANO_DIMENSIONS",
@@ -34,6 +37,8 @@ __all__ = [
     "CRNNHead",
     "Head",
     "HeadConfig",
+    "HybridConfig",
+    "HybridHead",
     "LinearHead",
     "MLPHead",
     "RatingConfig",

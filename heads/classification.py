@@ -1,8 +1,8 @@
 """Classification heads (genre or any label set): ``linear``, ``mlp``, ``attention`` and ``crnn``.
 
 Single-label heads are trained with cross-entropy (integer class targets ``[B]`` or soft targets ``[B, C]``,
-e.g. from mixup), multi-label heads with binary cross-entropy on logits (targets ``[B, C]`` in [0, 1]); both
-accept label smoothing.
+class probabilities such as mixup's mixed one-hot vectors), multi-label heads with binary cross-entropy on
+logits (targets ``[B, C]`` in [0, 1], mixed multi-hot vectors included); both accept label smoothing.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -153,6 +154,12 @@ def classification_loss(
     if target.is_floating_point():
         if target.shape != logits.shape:
             raise ValueError(f"soft targets must be [B, C] = {[b, c]}, got {list(target.shape)}")
+        sums = target.detach().float().sum(dim=1)
+        if bool((target < 0).any()) or not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            raise ValueError(
+                "soft targets must be class probabilities (>= 0, each row summing to 1), got row sums in "
+                f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}]; pass class indices [B] for hard labels"
+            )
         return F.cross_entropy(logits, target.to(logits.dtype), label_smoothing=label_smoothing)
     if target.shape != (b,):
         raise ValueError(f"class-index targets must be [B] = [{b}], got {list(target.shape)}")

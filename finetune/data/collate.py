@@ -1,7 +1,7 @@
 """Batching: cut each clip into windows of the backbone's length, reading only those windows.
 
 Rows are in-memory clips or file rows (the contract is in :mod:`finetune.data.tracks`), optionally with ``label``
-(int), ``ratings`` (floats) and ``id`` or ``name``. The collate draws the window positions from each clip's
+(int), ``labels`` (multi-hot floats), ``ratings`` (floats), ``descriptors`` (floats) and ``id`` or ``name``. The collate draws the window positions from each clip's
 length (known without decoding) and reads just those windows at the model's rate: a training crop of a 14-minute
 track decodes about ten seconds of it, not the whole file.
 
@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .audio import AudioLoadError
+from .augment.waveform import ClipStretch
 from .decoded import DecodedCache
 from .lazy import DataError
 from .tracks import Track, TrackReader, evenly_spaced_starts, random_window_starts
@@ -57,8 +58,9 @@ class AudioBatch(TypedDict, total=False):
         clip_index: int64 ``[M]``, the clip (0..B-1) of each crop.
         crop_start: int64 ``[M]``, the window's first sample in the (resampled) clip; negative when the window
             starts before the clip.
-        labels: int64 ``[M]`` (when rows have labels).
+        labels: int64 ``[M]`` (when rows have a class label), or float32 ``[M, C]`` (multi-hot tags).
         ratings: float32 ``[M, D]`` (when rows have ratings).
+        descriptors: float32 ``[M, K]``, each clip's descriptors (when rows have ``descriptors``).
         ids: the ``B`` clip ids (``str(row index in the batch)`` when rows have none).
         num_short: clips shorter than the window (padded).
         skipped: ``{"name", "path", "reason"}`` of each row that failed to read (not among the ``B`` clips).
@@ -70,6 +72,7 @@ class AudioBatch(TypedDict, total=False):
     crop_start: Tensor
     labels: Tensor
     ratings: Tensor
+    descriptors: Tensor
     ids: list[str]
     num_short: int
     skipped: list[dict[str, str]]
@@ -80,6 +83,8 @@ class _Clip:
     row: Mapping[str, Any]
     name: str
     track: Track
+    rate: float  # time-stretch rate (1.0: none)
+    length: int  # samples of the (stretched) clip
     windows: list[tuple[int, Tensor, Tensor]]  # (start, wave [N], mask [N])
 
 
@@ -102,6 +107,12 @@ class CropCollate:
         id_keys: Keys tried in turn for a clip's id (synthetic sets have ``id``, file loaders ``name``).
         augment: Training only: a waveform augmentation ``augment(waveform [M, N], generator)`` applied to the
             batch with the batch's generator (e.g. :func:`finetune.data.augment.build_wave_augment`).
+        multi_hot_key: Row key of multi-label targets (multi-hot floats ``[C]``), used when rows have no
+            ``label_key``; batched as float32 ``labels [M, C]``.
+        stretch: Training only: a per-clip time-stretch (:class:`finetune.data.augment.ClipStretch`) drawn from
+            the batch's generator and applied to each clip before its windows are cut, so windows stay full
+            length (lengths, window ends and masks are those of the stretched clip; only the windows' spans
+            are read and stretched).
         cache: Decoded copies of files to read windows from (:class:`~finetune.data.decoded.DecodedCache` at
             ``sample_rate``), when present.
         on_error: ``"skip"`` or ``"raise"`` for rows that fail when read.
@@ -120,6 +131,8 @@ class CropCollate:
     ratings_key: str = "ratings"
     id_keys: tuple[str, ...] = ("id", "name")
     augment: torch.nn.Module | None = None
+    multi_hot_key: str = "labels"
+    stretch: ClipStretch | None = None
     cache: DecodedCache | None = None
     on_error: Literal["skip", "raise"] = "skip"
     skip_log: str | Path | None = None
@@ -191,15 +204,19 @@ class CropCollate:
         not depend on which files failed before)."""
         track = self._reader.open(row, name)
         n = self.window
-        if track.length < n and self.short == "raise":
+        rate = self.stretch.draw(generator) if self.train and self.stretch is not None else 1.0
+        length = track.length if rate == 1.0 else ClipStretch.stretched_length(track.length, rate)
+        if length < n and self.short == "raise":
             raise ValueError(
-                f"clip {name!r} has {track.length} samples ({track.length / self.sample_rate:.3f} s) at "
+                f"clip {name!r} has {length} samples ({length / self.sample_rate:.3f} s) at "
                 f"{self.sample_rate} Hz, under the {n}-sample window ({self.window_seconds:g} s)"
             )
-        starts = self._starts(track.length, generator)
+        starts = self._starts(length, generator)
         if track.path is not None and track.path in self._bad:
             raise AudioLoadError(track.path, self._bad[track.path])
-        return _Clip(row, name, track, [self._crop(track, s) for s in starts])
+        clip = _Clip(row, name, track, rate, length, [])
+        clip.windows = [self._crop(clip, s) for s in starts]
+        return clip
 
     def _skip(self, name: str, row: Mapping[str, Any], error: AudioLoadError) -> dict[str, str]:
         record = {"name": name, "path": error.path, "reason": error.reason}
@@ -230,9 +247,7 @@ class CropCollate:
         for i in range(missing if clips else 0):
             clip = clips[i % len(clips)]
             try:
-                clip.windows += [
-                    self._crop(clip.track, s) for s in self._starts(clip.track.length, generator)
-                ]
+                clip.windows += [self._crop(clip, s) for s in self._starts(clip.length, generator)]
             except AudioLoadError as e:  # another part of the file is damaged: the batch is smaller
                 skipped.append(self._skip(clip.name, clip.row, e))
 
@@ -240,7 +255,7 @@ class CropCollate:
         self, clips: list[_Clip], skipped: list[dict[str, str]], generator: torch.Generator | None
     ) -> AudioBatch:
         n = self.window
-        num_short = sum(clip.track.length < n for clip in clips)
+        num_short = sum(clip.length < n for clip in clips)
         if num_short:
             log.debug("padded %d of %d clips shorter than the %d-sample window", num_short, len(clips), n)
         flat = [(c, start, wave, mask) for c, clip in enumerate(clips) for start, wave, mask in clip.windows]
@@ -262,6 +277,12 @@ class CropCollate:
         if self.label_key in rows[0]:
             labels = torch.tensor([int(r[self.label_key]) for r in rows], dtype=torch.int64)
             batch["labels"] = labels[per_crop]
+        elif self.multi_hot_key in rows[0]:
+            hot = [torch.as_tensor(np.asarray(r[self.multi_hot_key]), dtype=torch.float32) for r in rows]
+            batch["labels"] = torch.stack(hot)[per_crop]
+        if "descriptors" in rows[0]:  # a hybrid head's clip descriptors (finetune.descriptors), per crop
+            descriptors = [torch.as_tensor(np.asarray(r["descriptors"]), dtype=torch.float32) for r in rows]
+            batch["descriptors"] = torch.stack(descriptors)[per_crop]
         if self.ratings_key in rows[0]:
             ratings = torch.stack(
                 [torch.as_tensor(np.asarray(r[self.ratings_key]), dtype=torch.float32) for r in rows]
@@ -277,12 +298,15 @@ class CropCollate:
             return random_window_starts(length, n, k, lo, generator)
         return evenly_spaced_starts(length, n, k)
 
-    def _crop(self, track: Track, start: int) -> tuple[int, Tensor, Tensor]:
-        """The window ``[start, start + N)`` of ``track`` (zeros outside the clip) and its mask."""
+    def _crop(self, clip: _Clip, start: int) -> tuple[int, Tensor, Tensor]:
+        """The window ``[start, start + N)`` of the (stretched) clip (zeros outside it) and its mask."""
         n = self.window
         mask = torch.zeros(n, dtype=torch.bool)
-        mask[max(0, -start) : max(0, min(n, track.length - start))] = True
-        return start, track.read(start, start + n), mask
+        mask[max(0, -start) : max(0, min(n, clip.length - start))] = True
+        if clip.rate == 1.0:
+            return start, clip.track.read(start, start + n), mask
+        assert self.stretch is not None
+        return start, self.stretch.window(clip.track.read, start, n, clip.rate) * mask, mask
 
     def set_position(self, epoch: int, batches_done: int = 0) -> None:
         """Start counting batches at ``batches_done`` of ``epoch`` (called by the training loop per epoch)."""

@@ -41,6 +41,32 @@ def test_cached_embeddings_give_the_waveform_path_predictions(clips):
     torch.testing.assert_close(from_cache.loss, from_wave.loss, rtol=1e-5, atol=1e-6)
 
 
+def test_descriptors_travel_with_cached_embeddings_and_crops(clips):
+    """A hybrid head on cached embeddings sees each clip's descriptors, as on waveforms."""
+    from finetune.descriptors import WithDescriptors
+
+    torch.manual_seed(0)
+    model = build_model(
+        "cnn14.tiny",
+        head="hybrid",
+        task="single_label",
+        num_outputs=10,
+        descriptor_names=("x", "y"),
+        freeze="backbone",
+    ).eval()
+    rows = WithDescriptors(clips, np.arange(10, dtype=np.float32).reshape(5, 2))
+    collate = CropCollate(32000, 1.0, train=False, crops_per_clip=2)
+    cached = cache_embeddings(model, rows, collate, batch_size=2, progress=False)
+    batch = collate_embeddings([cached[i] for i in range(5)])
+    wave = collate([rows[i] for i in range(5)])
+    assert torch.equal(wave["descriptors"], torch.arange(10.0).reshape(5, 2).repeat_interleave(2, 0))
+    assert torch.equal(batch["descriptors"], wave["descriptors"])
+    with torch.no_grad():
+        from_cache = model(embeddings=batch["embeddings"], descriptors=batch["descriptors"])
+        from_wave = model(waveform=wave["waveform"], descriptors=wave["descriptors"])
+    torch.testing.assert_close(from_cache.logits, from_wave.logits, rtol=1e-5, atol=1e-5)
+
+
 def test_cache_refuses_what_it_cannot_reproduce(clips):
     trainable = build_model("cnn14.tiny", head="linear", num_outputs=10, freeze="none")
     with pytest.raises(ValueError, match="need a frozen backbone"):

@@ -82,6 +82,8 @@ def test_targets_come_from_the_tasks_key() -> None:
     assert "labels" not in model_inputs(_batch([1.0], labels=[0]), RATING, require_targets=False)
     with pytest.raises(KeyError, match="a batch needs one of 'waveform', 'features', 'embeddings'"):
         model_inputs({"labels": torch.zeros(1)}, SINGLE_LABEL)
+    with_descriptors = {**_batch([1.0], labels=[0]), "descriptors": torch.ones(1, 5)}
+    assert model_inputs(with_descriptors, SINGLE_LABEL)["descriptors"] is with_descriptors["descriptors"]
 
     out = predict(_Mean(RATING), [_batch([1.0, 2.0], ratings=[[0.5, 0.5], [0.1, 0.9]])])
     np.testing.assert_array_equal(out.targets, np.array([[0.5, 0.5], [0.1, 0.9]], dtype=np.float32))

@@ -1,4 +1,5 @@
-"""build_model / AudioModel: heads and outputs, features and cached-embeddings paths, freeze modes."""
+"""build_model / AudioModel: heads and outputs, features and cached-embeddings paths, freeze modes, and the
+training forward's augmentations (mixed targets, off in eval)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from backbones.config import ConfigError
 from finetune import build_model
+from finetune.data.augment import Mixup, MixupConfig
 from heads import GTZAN_GENRES, PERCEPIANO_DIMENSIONS
 from tests.finetune.helpers import base_backbone, music_wave, trainable_names
 
@@ -211,3 +213,111 @@ def test_features_and_embeddings_of_the_wrong_kind_are_refused() -> None:
         model(features=torch.zeros(1, 64, 100, dtype=torch.int64))
     with pytest.raises(TypeError, match=r"^embeddings must be a torch.Tensor or a numpy array, got list$"):
         model(embeddings=[[0.0] * model.backbone.embed_dim])
+
+
+def _augmented_cnn(head: str = "linear", **settings: object):
+    torch.manual_seed(0)
+    return build_model(
+        "cnn14.tiny",
+        head=head,
+        num_outputs=4,
+        backbone_overrides={"dropout": 0.0, "embed_dropout": 0.0},
+        **settings,
+    )
+
+
+def test_training_forward_mixes_on_the_device_and_scores_the_mixed_targets() -> None:
+    model = _augmented_cnn(spec_augment={"fill": "mean"}, mixup={"alpha": 0.4}, specmix={"p": 0.5}).train()
+    wave, labels = music_wave(model.sample_rate, batch=4), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(7)
+    out = model(wave, labels=labels)
+    torch.manual_seed(7)  # the same draws, stage by stage
+    _, feats, targets, _ = model.augment.apply(model.backbone, wave, None, labels)
+    output = model.backbone.encode(model.backbone.tokenize(feats))
+    logits = model.head(output)
+    torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.loss, model.head.loss(logits, targets), rtol=0, atol=0)
+    assert targets.shape == (4, 4) and not torch.equal(targets, torch.eye(4))  # soft, mixed one-hot targets
+    torch.manual_seed(8)
+    assert not torch.equal(model(wave, labels=labels).logits, out.logits)  # new draws, new batch
+
+
+def test_eval_forward_is_never_augmented_and_draws_nothing() -> None:
+    model = _augmented_cnn(spec_augment={}, mixup={"alpha": 0.4, "stage": "features"})
+    plain = _augmented_cnn()
+    wave, labels = music_wave(model.sample_rate, batch=3), torch.tensor([0, 1, 2])
+    state = torch.get_rng_state()
+    out = model.eval()(wave, labels=labels)
+    assert torch.equal(torch.get_rng_state(), state)
+    ref = plain.eval()(wave, labels=labels)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=0, atol=0)
+
+
+def test_rating_vectors_and_multi_hot_tags_are_mixed_in_training() -> None:
+    torch.manual_seed(0)
+    rater = build_model(
+        "passt_s.tiny", head="rating", num_outputs=3, dropout=0.0, mixup={"alpha": 0.3}
+    ).train()
+    wave, ratings = music_wave(rater.sample_rate, batch=2), torch.tensor([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7]])
+    torch.manual_seed(3)
+    out = rater(wave, labels=ratings)
+    torch.manual_seed(3)
+    mixed_wave, _, mixed, _ = rater.augment.apply(rater.backbone, wave, None, ratings)
+    prediction = rater.head(rater.backbone(mixed_wave))  # the front-end's training jitter draws next
+    torch.testing.assert_close(out.loss, rater.head.loss(prediction, mixed), rtol=0, atol=0)
+    torch.manual_seed(3)
+    ref = Mixup(MixupConfig(alpha=0.3))(wave, ratings)
+    lam = ref.lam[:, None]
+    torch.testing.assert_close(mixed, lam * ratings + (1 - lam) * ratings[ref.perm], rtol=0, atol=0)
+    assert ref.perm.tolist() == [1, 0] and ((ref.lam > 0) & (ref.lam < 1)).all()  # really mixed
+    tagger = _augmented_cnn(multi_label=True, mixup={"alpha": 0.3}).train()
+    tags = torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]])
+    assert torch.isfinite(tagger(music_wave(tagger.sample_rate), labels=tags).loss)
+
+
+def test_augmentations_refuse_cached_embeddings_in_training_and_bad_settings() -> None:
+    model = _augmented_cnn(mixup={"alpha": 0.2}).train()
+    with pytest.raises(
+        ValueError, match="the model's training augmentations .* act on waveforms or front-end"
+    ):
+        model(embeddings=torch.zeros(2, model.backbone.embed_dim), labels=torch.tensor([0, 1]))
+    model.eval()(embeddings=torch.zeros(2, model.backbone.embed_dim))  # inference on cached vectors is fine
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) mixup.alhpa \(did you mean 'alpha'\?\)"):
+        _augmented_cnn(mixup={"alhpa": 0.2})
+    assert _augmented_cnn().augment is None
+
+
+def test_hybrid_model_takes_descriptors_mixes_them_and_saves_their_statistics(tmp_path) -> None:
+    from finetune.model import AudioModel
+
+    model = _augmented_cnn(head="hybrid", task="single_label", descriptor_names=("a", "b"), fusion="gated")
+    model.head.set_descriptor_stats(torch.tensor([10.0, -1.0]), torch.tensor([2.0, 0.5]))
+    wave, labels, d = music_wave(model.sample_rate, batch=3), torch.tensor([0, 1, 2]), torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"the hybrid head needs descriptors \[B, 2\] with every batch"):
+        model(wave)
+    out = model(wave, descriptors=d)
+    model.save_pretrained(tmp_path / "m")
+    loaded = AudioModel.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(loaded(wave, descriptors=d).logits, out.logits, rtol=0, atol=0)
+    assert loaded.head.config.descriptor_names == ("a", "b")
+    torch.testing.assert_close(loaded.head.descriptor_std, torch.tensor([2.0, 0.5]))
+    pooled = out.pooled
+    torch.testing.assert_close(model(embeddings=pooled, descriptors=d).logits, out.logits, rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match="descriptors are an input of the hybrid head; the 'linear' head takes none"
+    ):
+        _augmented_cnn()(wave, descriptors=d)
+    mixing = _augmented_cnn(
+        head="hybrid", task="single_label", descriptor_names=("a", "b"), mixup={"alpha": 0.4}
+    ).train()
+    torch.manual_seed(4)
+    trained = mixing(wave, labels=labels, descriptors=d)
+    torch.manual_seed(4)
+    mixed_wave, _, targets, mixed_d = mixing.augment.apply(mixing.backbone, wave, None, labels, d)
+    torch.manual_seed(4)
+    ref = Mixup(MixupConfig(alpha=0.4, num_classes=3))(wave, labels)
+    lam = ref.lam[:, None]
+    torch.testing.assert_close(mixed_d, lam * d + (1 - lam) * d[ref.perm], rtol=0, atol=0)
+    logits = mixing.head.project(mixing.head.pool(mixing.backbone(mixed_wave)), mixed_d)
+    torch.testing.assert_close(trained.loss, mixing.head.loss(logits, targets), rtol=1e-6, atol=1e-6)

@@ -450,10 +450,25 @@ def test_each_validation_pass_logs_one_line_with_the_best_so_far(tmp_path, caplo
     assert lines[1].endswith(f"| best loss {best:.4g} at step {res.best_step}{suffix}")
 
 
+# Every augmentation a recipe reaches: waveform gain and time-stretch in the collate (drawn from the batch's
+# seeded generator), SpecAugment, mixup (on features, so that it and SpecMix mix the same frames) and SpecMix in
+# the model's training forward (drawn from torch's generators, whose states the checkpoints keep).
+_ALL_AUGMENTATIONS = {
+    "data": {"time_stretch": {"rate": [0.93, 1.07], "p": 0.8}, "gain": {"min_db": -6, "max_db": 6}},
+    "model": {
+        "spec_augment": {"time_width": [0, 20], "freq_width": [0, 16]},
+        "mixup": {"alpha": 0.3, "stage": "features"},
+        "specmix": {"p": 0.5},
+    },
+}
+
+
 def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
     """6 steps uninterrupted vs 3 + crash + resume + 3, with an AudioModel (dropout in the head, patchout in
-    the backbone), random training crops from CropCollate and the synthetic genre set."""
+    the backbone), random training crops from CropCollate and the synthetic genre set; without augmentation
+    and with every augmentation on."""
     from finetune.data import CropCollate, synthetic_genres
+    from finetune.data.augment import build_data_augment
     from finetune.model import build_model
 
     data = synthetic_genres(n_per_class=1, seconds=2.0, sample_rate=32000, seed=0)
@@ -465,10 +480,15 @@ def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
                 raise RuntimeError("simulated crash")
             return super().__call__(rows)
 
-    def run(out, collate_cls):
+    def run(out, collate_cls, augment):
         torch.manual_seed(0)
         model = build_model(
-            "passt_s.tiny", head="mlp", num_outputs=10, dropout=0.3, backbone_overrides={"patchout": (2, 1)}
+            "passt_s.tiny",
+            head="mlp",
+            num_outputs=10,
+            dropout=0.3,
+            backbone_overrides={"patchout": (2, 1)},
+            **augment.get("model", {}),
         ).train()
         cfg = TrainConfig(
             output_dir=str(out),
@@ -480,13 +500,21 @@ def test_resume_is_exact_with_library_model_collate_and_data(tmp_path):
             progress=False,
             eval_every=1000,
         )
-        return train(model, data, None, cfg, collate_cls(32000, 1.0, train=True, seed=3))
+        stretch, wave = build_data_augment(augment.get("data", {}), 32000)
+        return train(
+            model, data, None, cfg, collate_cls(32000, 1.0, train=True, seed=3, augment=wave, stretch=stretch)
+        )
 
-    full = run(tmp_path / "full", CropCollate)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run(tmp_path / "split", Crash)
-    resumed = run(tmp_path / "split", CropCollate)
-    assert _losses(resumed) == _losses(full) and len(_losses(full)) == 6
+    losses = {}
+    for name, augment in (("plain", {}), ("augmented", _ALL_AUGMENTATIONS)):
+        full = run(tmp_path / name / "full", CropCollate, augment)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(tmp_path / name / "split", Crash, augment)
+        resumed = run(tmp_path / name / "split", CropCollate, augment)
+        assert _losses(resumed) == _losses(full) and len(_losses(full)) == 6
+        losses[name] = _losses(full)
+    # the augmentations did act: every loss differs from the unaugmented run's
+    assert all(a != b for (_, a), (_, b) in zip(losses["plain"], losses["augmented"]))
 
 
 @pytest.fixture

@@ -108,6 +108,17 @@ def test_single_label_probabilities_are_a_softmax() -> None:
         (torch.tensor([0, 5, 1]), False, r"class indices must be in \[0, 5\), got range \[0, 5\]"),
         (torch.tensor([[0, 1, 2]]), False, r"class-index targets must be \[B\] = \[3\], got \[1, 3\]"),
         (torch.zeros(3, 4), False, r"soft targets must be \[B, C\] = \[3, 5\], got \[3, 4\]"),
+        (
+            torch.full((3, 5), 0.3),
+            False,
+            r"soft targets must be class probabilities \(>= 0, each row summing to 1\), got row sums in "
+            r"\[1\.5, 1\.5\]; pass class indices \[B\] for hard labels",
+        ),
+        (
+            torch.tensor([[1.5, -0.5, 0, 0, 0]] * 3),
+            False,
+            r"soft targets must be class probabilities \(>= 0, each row summing to 1\), got row sums in \[1, 1\]",
+        ),
         (torch.zeros(3), True, r"multi-label targets must be \[B, C\] = \[3, 5\], got \[3\]"),
         (torch.full((3, 5), 2.0), True, r"multi-label targets must lie in \[0, 1\]"),
     ],

@@ -31,12 +31,12 @@ ROUND_TRIP_CONFIGS = [
 
 
 def test_all_heads_are_registered() -> None:
-    assert list_heads() == ["attention", "crnn", "linear", "mlp", "rating"]
+    assert list_heads() == ["attention", "crnn", "hybrid", "linear", "mlp", "rating"]
 
 
 def test_unknown_head_lists_the_known_ones() -> None:
     with pytest.raises(
-        KeyError, match="unknown head 'transformer'. Known heads: attention, crnn, linear, mlp, rating"
+        KeyError, match="unknown head 'transformer'. Known heads: attention, crnn, hybrid, linear, mlp, rating"
     ):
         build_head("transformer", 8, num_outputs=2)
 

@@ -16,7 +16,7 @@ from finetune.data.registry import DATASETS
 from finetune.demo import DEMO_CONFIG
 from finetune.model import build_model
 from finetune.optim import param_groups
-from heads import RATING, SINGLE_LABEL, list_heads
+from heads import MULTI_LABEL, RATING, SINGLE_LABEL, list_heads
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -24,6 +24,7 @@ SCRATCH = [p for p in ALL_CONFIGS if "_scratch_" in p.name]  # random init, your
 CONFIGS = [p for p in ALL_CONFIGS if p.name != DEMO_CONFIG and p not in SCRATCH]  # the grid
 BACKBONES = {"ast": "ast.audioset", "passt": "passt_s.audioset_swa", "cnn14": "cnn14.audioset_32k"}
 MODES = ("linear", "lora", "full")
+TAGGING_DATA = {"jamendo": "mtg_jamendo", "mtat": "magnatagatune"}  # the last name field -> data.name
 SR = 16000
 
 
@@ -47,6 +48,7 @@ def test_the_config_grid_is_complete() -> None:
         for mode in MODES:
             expected |= {f"genre_{bb}_{mode}", f"genre_synthetic_{bb}_{mode}", f"piano_synthetic_{bb}_{mode}"}
             expected |= {f"piano_{bb}_{mode}_piece", f"piano_{bb}_{mode}_performer"}
+            expected |= {f"tagging_{bb}_{mode}_{data}" for data in TAGGING_DATA}
     assert {p.stem for p in CONFIGS} == expected
     assert {p.name for p in ALL_CONFIGS} - {p.name for p in CONFIGS} == {
         "demo.yaml",
@@ -86,6 +88,13 @@ def test_config_loads_and_matches_its_name(path: Path) -> None:
     assert cfg.model.num_outputs is None  # the count comes from the data set
     if cfg.task == "genre":
         assert cfg.model.head == "linear" and cfg.train.best_metric == "accuracy"
+    elif cfg.task == "tagging":
+        assert (cfg.model.head, cfg.model.head_config["multi_label"]) == ("linear", True)
+        assert cfg.train.best_metric == "map"
+        # the linear probe trains on cached embeddings; the others mix clips and their tags
+        assert cfg.data.cache_embeddings == (mode == "linear") and (cfg.model.mixup is None) == (
+            mode == "linear"
+        )
     else:
         assert cfg.model.head == "rating" and cfg.train.best_metric == "mean_r"
 
@@ -94,13 +103,14 @@ def test_config_loads_and_matches_its_name(path: Path) -> None:
         assert cfg.model.checkpoint is None
         assert cfg.train.mixed_precision == "no"
     else:
-        assert cfg.data.name == {"genre": "gtzan", "piano": "percepiano"}[cfg.task]
+        data_name = TAGGING_DATA.get(parts["fold"]) if cfg.task == "tagging" else None
+        assert cfg.data.name == (data_name or {"genre": "gtzan", "piano": "percepiano"}[cfg.task])
         assert cfg.model.checkpoint == "pretrained"
         assert cfg.train.mixed_precision == "bf16"
         assert cfg.data.root is None  # the placeholder the user fills in
         if cfg.task == "genre":
             assert cfg.data.split == "fault_filtered"
-        else:
+        elif cfg.task == "piano":
             assert cfg.data.fold == parts["fold"]
 
 
@@ -115,13 +125,18 @@ def test_model_section_builds_on_the_tiny_variant(path: Path) -> None:
     model = build_model(
         tiny,
         head=cfg.model.head,
-        num_outputs={"genre": 10, "piano": 19}[cfg.task],  # what the data sets give
+        num_outputs={"genre": 10, "piano": 19, "tagging": 50}[cfg.task],  # what the data sets give
         lora=cfg.model.lora,
         freeze=cfg.model.freeze,
         backbone_overrides=cfg.model.backbone_overrides or None,
+        spec_augment=cfg.model.spec_augment,
+        mixup=cfg.model.mixup,
+        specmix=cfg.model.specmix,
         **cfg.model.head_config,
     )
-    assert model.task is {"genre": SINGLE_LABEL, "piano": RATING}[cfg.task]  # the data set's task
+    assert (
+        model.task is {"genre": SINGLE_LABEL, "piano": RATING, "tagging": MULTI_LABEL}[cfg.task]
+    )  # the data's task
     model.task.check_metric(cfg.train.best_metric or model.task.default_metric)  # raises on a foreign metric
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
     trainable = {id(p) for g in groups for p in g["params"]}

@@ -7,7 +7,10 @@ drawn on the generator's device (CPU unless it is a CUDA generator) and moved to
 - :mod:`.features`: :class:`SpecAugment`.
 - :mod:`.mixing`: :class:`Mixup`, :class:`SpecMix` (inputs and targets mixed alike).
 - :mod:`.waveform`: :class:`Gain`, :class:`Eq`, :class:`AddNoise`, :class:`ConvolveIR`, :class:`TimeStretch`,
-  :class:`PitchShift`, :class:`RandomApply`, :class:`Compose` and :func:`build_wave_augment`.
+  :class:`PitchShift`, :class:`RandomApply`, :class:`Compose`, :func:`build_wave_augment`, and the training
+  collate's per-clip :class:`ClipStretch` with :func:`build_data_augment` (a recipe's ``data.augment``).
+- :mod:`.training`: :class:`TrainingAugment`, the mixup / SpecMix / SpecAugment of a model's training forward
+  (a recipe's ``model.mixup``, ``model.specmix`` and ``model.spec_augment``), targets mixed alike.
 
 The signal-processing functions (:func:`time_stretch`, :func:`pitch_shift`, :func:`fft_resample`,
 :func:`fft_convolve`) live in :mod:`finetune.data.dsp` and are re-exported here.
@@ -16,11 +19,14 @@ The signal-processing functions (:func:`time_stretch`, :func:`pitch_shift`, :fun
 from ..dsp import fft_convolve, fft_resample, pitch_shift, time_stretch
 from .features import SpecAugment, SpecAugmentConfig
 from .mixing import Mixed, Mixup, MixupConfig, SpecMix, SpecMixConfig
+from .training import Augmented, TrainingAugment
 from .waveform import (
     WAVE_AUGMENTATIONS,
     AddNoise,
+    ClipStretch,
     Compose,
     ConvolveIR,
+    DataAugment,
     Eq,
     EqConfig,
     Gain,
@@ -31,14 +37,19 @@ from .waveform import (
     RandomApply,
     TimeStretch,
     TimeStretchConfig,
+    build_data_augment,
     build_wave_augment,
 )
 
 __all__ = [
     "WAVE_AUGMENTATIONS",
+    "Augmented",
+    "build_data_augment",
     "build_wave_augment",
+    "ClipStretch",
     "Compose",
     "ConvolveIR",
+    "DataAugment",
     "Eq",
     "EqConfig",
     "Gain",
@@ -57,6 +68,7 @@ __all__ = [
     "SpecMixConfig",
     "TimeStretch",
     "TimeStretchConfig",
+    "TrainingAugment",
     "fft_convolve",
     "fft_resample",
     "pitch_shift",

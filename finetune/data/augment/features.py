@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -13,13 +14,25 @@ from .draws import _rand, _randint
 @dataclass(frozen=True)
 class SpecAugmentConfig:
     """Masks per example: ``freq_masks`` bands of ``freq_width`` bins and ``time_masks`` of ``time_width``
-    frames (inclusive ranges, clipped to the feature size), filled with ``fill``."""
+    frames (inclusive ranges, clipped to the feature size), filled with ``fill``: a number, or ``"mean"`` for
+    each example's own mean (front-ends differ in scale: normalised AST/PaSST frames centre on 0, CNN14's
+    log-mel is in dB, where 0 would be a loud band)."""
 
     freq_masks: int = 2
     freq_width: tuple[int, int] = (0, 24)
     time_masks: int = 2
     time_width: tuple[int, int] = (0, 40)
-    fill: float = 0.0
+    fill: float | Literal["mean"] = "mean"
+
+    def __post_init__(self) -> None:
+        for name in ("freq_width", "time_width"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
+        if self.freq_masks < 0 or self.time_masks < 0:
+            raise ValueError(f"mask counts must be >= 0, got {self.freq_masks}, {self.time_masks}")
+        if isinstance(self.fill, str) and self.fill != "mean":
+            raise ValueError(f"fill must be a number or 'mean', got {self.fill!r}")
 
 
 class SpecAugment(nn.Module):
@@ -59,6 +72,8 @@ class SpecAugment(nn.Module):
             raise ValueError(f"expected features [B, ..., F, T], got shape {list(x.shape)}")
         fm, tm = self.masks(x, generator)
         mask = fm[:, :, None] | tm[:, None, :]
-        return x.masked_fill(
-            mask.reshape(x.shape[0], *([1] * (x.ndim - 3)), *mask.shape[1:]), self.config.fill
-        )
+        mask = mask.reshape(x.shape[0], *([1] * (x.ndim - 3)), *mask.shape[1:])
+        if self.config.fill == "mean":
+            fill = x.detach().mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+            return torch.where(mask, fill, x)
+        return x.masked_fill(mask, self.config.fill)

@@ -7,7 +7,7 @@ mixed as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -41,12 +41,34 @@ def _draw_perm(b: int, generator: torch.Generator | None, device: torch.device) 
     return torch.argsort(_rand((b,), generator, device))
 
 
+def _chosen(b: int, p: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Which of ``b`` examples are mixed (each with probability ``p``). Shapes: -> bool [B]."""
+    return _rand((b,), generator, device) < p
+
+
+def _check_p(p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+
+
 @dataclass(frozen=True)
 class MixupConfig:
-    """``lam ~ Beta(alpha, alpha)`` per example; ``num_classes`` one-hot encodes integer labels."""
+    """``lam ~ Beta(alpha, alpha)`` per example, for a fraction ``p`` of the examples (the others stay as they
+    are); ``num_classes`` one-hot encodes integer labels (a model fills it in from its head). ``stage`` says
+    where a model mixes: the ``waveform`` before its front-end, or the front-end ``features`` (spectrogram mixup).
+    """
 
     alpha: float = 0.4
     num_classes: int | None = None
+    p: float = 1.0
+    stage: Literal["waveform", "features"] = "waveform"
+
+    def __post_init__(self) -> None:
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        _check_p(self.p)
+        if self.stage not in ("waveform", "features"):
+            raise ValueError(f"stage must be 'waveform' or 'features', got {self.stage!r}")
 
 
 class Mixup(nn.Module):
@@ -58,8 +80,6 @@ class Mixup(nn.Module):
 
     def __init__(self, config: MixupConfig = MixupConfig()) -> None:
         super().__init__()
-        if config.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {config.alpha}")
         self.config = config
 
     def forward(self, x: Tensor, targets: Tensor, generator: torch.Generator | None = None) -> Mixed:
@@ -73,6 +93,8 @@ class Mixup(nn.Module):
         lam = np.random.default_rng(seed).beta(self.config.alpha, self.config.alpha, b)
         lam = torch.from_numpy(lam).to(device=x.device, dtype=torch.float32)
         perm = _draw_perm(b, generator, x.device)
+        if self.config.p < 1.0:  # unchosen examples keep lam = 1: themselves, unmixed
+            lam = torch.where(_chosen(b, self.config.p, generator, x.device), lam, torch.ones_like(lam))
         lam_x = _expand(lam, x)
         return Mixed(
             lam_x * x + (1 - lam_x) * x[perm],
@@ -85,13 +107,23 @@ class Mixup(nn.Module):
 @dataclass(frozen=True)
 class SpecMixConfig:
     """SpecMix (Kim et al. 2021): per example, ``freq_bands`` and ``time_bands`` bands (widths up to the given
-    fractions of the axis) are taken from another example of the batch."""
+    fractions of the axis) are taken from another example of the batch; for a fraction ``p`` of the examples
+    (the others stay as they are)."""
 
     freq_bands: int = 2
     max_freq_fraction: float = 0.2
     time_bands: int = 2
     max_time_fraction: float = 0.2
     num_classes: int | None = None
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_freq_fraction", "max_time_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.freq_bands < 0 or self.time_bands < 0:
+            raise ValueError(f"band counts must be >= 0, got {self.freq_bands}, {self.time_bands}")
+        _check_p(self.p)
 
 
 class SpecMix(nn.Module):
@@ -121,6 +153,8 @@ class SpecMix(nn.Module):
         fm, tm = bands.masks(x, generator)
         region = fm[:, :, None] | tm[:, None, :]  # [B, F, T], True = from the partner
         perm = _draw_perm(x.shape[0], generator, x.device)
+        if c.p < 1.0:  # unchosen examples take no band from their partner
+            region &= _chosen(x.shape[0], c.p, generator, x.device)[:, None, None]
         lam = 1.0 - region.float().mean(dim=(1, 2))
         region = region.reshape(x.shape[0], *([1] * (x.ndim - 3)), f, t)
         return Mixed(

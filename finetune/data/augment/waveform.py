@@ -1,18 +1,24 @@
-"""Waveform augmentations ``[B, N]`` that keep the length, their composition, and the builder recipes use.
+"""Waveform augmentations ``[B, N]`` that keep the length, their composition, the per-clip time-stretch of the
+training collate, and the builders recipes use.
 
 Each augmentation splits into ``draw(x, generator) -> params`` (one value per example) and
 ``augment(x, params)``, so that the drawn values can be inspected or replayed. EQ is zero-phase: the magnitude
 response of an RBJ peaking biquad times a spectral tilt, applied in the FFT domain. Time-stretch and
 pitch-shift use :mod:`finetune.data.dsp`.
+
+Time-stretch changes a clip's length, so batches of fixed windows get it from :class:`ClipStretch`, which the
+training collate applies to the whole clip *before* it crops (:class:`finetune.data.CropCollate`): each window
+is a window of the stretched clip, full length. Only the part of the clip a window needs is stretched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -293,6 +299,64 @@ class Compose(nn.Module):
         return x
 
 
+class ClipStretch:
+    """Per-clip time-stretch for the training collate: a rate uniform in ``config.rate`` for a fraction ``p``
+    of the clips (rate 1, no stretch, for the others), then windows of the stretched clip.
+
+    The stretched clip is never built whole: :meth:`window` stretches only the samples a window needs (plus
+    ``n_fft`` on each side, so the phase vocoder has context), which costs the same for a 30 s clip as for a
+    30 min track.
+    """
+
+    def __init__(self, config: TimeStretchConfig = TimeStretchConfig(), p: float = 1.0) -> None:
+        lo, hi = config.rate
+        if not 0 < lo <= hi:
+            raise ValueError(f"rate must be (low, high) with 0 < low <= high, got {config.rate}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.config, self.p = config, p
+
+    def draw(self, generator: torch.Generator | None = None) -> float:
+        """One clip's rate (> 1 is faster, a shorter clip)."""
+        chosen, value = _rand((2,), generator, torch.device("cpu")).tolist()
+        lo, hi = self.config.rate
+        return lo + (hi - lo) * value if chosen < self.p else 1.0
+
+    @staticmethod
+    def stretched_length(length: int, rate: float) -> int:
+        """Samples of a ``length``-sample clip stretched by ``rate`` (as :func:`time_stretch` returns)."""
+        return round(length / rate)
+
+    def window(self, read: Tensor | Callable[[int, int], Tensor], start: int, n: int, rate: float) -> Tensor:
+        """Samples ``[start, start + n)`` of the clip stretched by ``rate``; zeros outside the stretched clip.
+
+        ``read`` is the clip ``[N]`` or a function ``read(lo, hi)`` returning its samples ``[lo, hi)`` with zeros
+        outside it (:meth:`finetune.data.tracks.Track.read`), so a window of a long file reads only its span.
+
+        Shapes:
+            -> ``[n]``.
+        """
+        if isinstance(read, Tensor):
+            read = partial(_span, read)
+        if rate == 1.0:
+            return read(start, start + n)
+        c = self.config
+        src_lo = math.floor(start * rate) - c.n_fft
+        src_hi = math.ceil((start + n) * rate) + c.n_fft
+        stretched = time_stretch(read(src_lo, src_hi)[None], rate, c.n_fft, c.hop)[0]
+        first = round(start - src_lo / rate)  # where stretched time `start` falls in the stretched span
+        return _fit(stretched[first:], n)
+
+
+def _span(clip: Tensor, lo: int, hi: int) -> Tensor:
+    """Samples ``[lo, hi)`` of ``clip [N]``, zeros outside it."""
+    out = clip.new_zeros(hi - lo)
+    a, b = max(0, lo), min(clip.shape[-1], hi)
+    if b > a:
+        out[a - lo : b - lo] = clip[a:b]
+    return out
+
+
 # Waveform augmentations that keep the length, by the names recipes use in ``data.augment``.
 WAVE_AUGMENTATIONS: dict[str, tuple[type[nn.Module], type]] = {
     "gain": (Gain, GainConfig),
@@ -300,6 +364,7 @@ WAVE_AUGMENTATIONS: dict[str, tuple[type[nn.Module], type]] = {
     "noise": (AddNoise, NoiseConfig),
     "pitch_shift": (PitchShift, PitchShiftConfig),
 }
+CLIP_STRETCH = "time_stretch"  # the ``data.augment`` entry the training collate applies before cropping
 
 
 def build_wave_augment(spec: Mapping[str, Mapping[str, Any]], sample_rate: int) -> Compose:
@@ -311,19 +376,49 @@ def build_wave_augment(spec: Mapping[str, Mapping[str, Any]], sample_rate: int) 
     """
     modules: list[nn.Module] = []
     for name, options in spec.items():
+        if name == CLIP_STRETCH:
+            raise ValueError(
+                f"{CLIP_STRETCH!r} changes the length: the training collate applies it to whole clips before "
+                "cropping (build_data_augment gives it and the other augmentations apart)"
+            )
         if name not in WAVE_AUGMENTATIONS:
             raise ValueError(
-                f"unknown waveform augmentation {name!r}; known: {', '.join(WAVE_AUGMENTATIONS)}"
+                f"unknown waveform augmentation {name!r}; known: {', '.join(WAVE_AUGMENTATIONS)}, {CLIP_STRETCH}"
             )
         module_cls, config_cls = WAVE_AUGMENTATIONS[name]
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(options or {}).items()}
-        p = float(kwargs.pop("p", 1.0))
-        if "sample_rate" in {f.name for f in dataclasses.fields(config_cls)}:
-            kwargs.setdefault("sample_rate", sample_rate)
-        try:
-            config = config_cls(**kwargs)
-        except TypeError as e:
-            raise ValueError(f"augmentation {name!r}: {e}") from e
+        config, p = _config_and_p(name, config_cls, options, sample_rate)
         module = module_cls(config)
         modules.append(module if p >= 1.0 else RandomApply(module, p))
     return Compose(*modules)
+
+
+def _config_and_p(name: str, config_cls: type, options: Any, sample_rate: int) -> tuple[Any, float]:
+    """An augmentation's config from its ``data.augment`` entry, and the entry's ``p`` (default 1)."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(options or {}).items()}
+    p = float(kwargs.pop("p", 1.0))
+    if "sample_rate" in {f.name for f in dataclasses.fields(config_cls)}:
+        kwargs.setdefault("sample_rate", sample_rate)
+    try:
+        return config_cls(**kwargs), p
+    except TypeError as e:
+        raise ValueError(f"augmentation {name!r}: {e}") from e
+
+
+class DataAugment(NamedTuple):
+    """A ``data.augment`` mapping split by where it runs in the training collate: ``stretch`` on each whole
+    clip before cropping, ``wave`` on the batch of windows after it (None: nothing there)."""
+
+    stretch: ClipStretch | None
+    wave: Compose | None
+
+
+def build_data_augment(spec: Mapping[str, Mapping[str, Any]], sample_rate: int) -> DataAugment:
+    """The training collate's augmentations from a ``data.augment`` mapping: its ``time_stretch`` entry
+    (``{rate: [0.93, 1.07], p: 0.5}``, also ``n_fft`` and ``hop``) as a :class:`ClipStretch`, the other entries
+    as :func:`build_wave_augment` builds them."""
+    rest = {k: v for k, v in spec.items() if k != CLIP_STRETCH}
+    stretch = None
+    if CLIP_STRETCH in spec:
+        config, p = _config_and_p(CLIP_STRETCH, TimeStretchConfig, spec[CLIP_STRETCH], sample_rate)
+        stretch = ClipStretch(config, p)
+    return DataAugment(stretch, build_wave_augment(rest, sample_rate) if rest else None)

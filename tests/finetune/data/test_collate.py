@@ -1,6 +1,6 @@
 """CropCollate: exact windows (ramps make every sample's origin visible), masks, multi-crop maps,
-resampling; file rows read window by window (equal to the in-memory path); rows that fail when read are skipped,
-counted and logged."""
+resampling, multi-hot targets, the per-clip time-stretch before cropping; file rows read window by window (equal
+to the in-memory path); rows that fail when read are skipped, counted and logged."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 import finetune.data.tracks as tracks
 from finetune.data.audio import AudioLoadError, load_audio
+from finetune.data.augment import ClipStretch, TimeStretchConfig
 from finetune.data.collate import CropCollate
 from finetune.data.decoded import DecodedCache
 from finetune.data.lazy import DataError
@@ -291,3 +292,41 @@ def test_windows_come_from_the_decode_cache_when_present(
     monkeypatch.setattr(tracks, "load_audio_span", no_decoding)
     cached = CropCollate(16000, 1.0, train=False, crops_per_clip=3, cache=cache)([row])
     torch.testing.assert_close(cached["waveform"], direct["waveform"], atol=2e-6, rtol=0)
+
+
+def test_multi_hot_labels_are_batched_per_crop_as_floats() -> None:
+    rows = [
+        {"audio": ramp(300), "sample_rate": SR, "labels": np.array([1, 0, 1], dtype=np.float32)},
+        {"audio": ramp(300), "sample_rate": SR, "labels": [0.0, 1.0, 0.0]},
+    ]
+    batch = CropCollate(SR, 1.0, train=False, crops_per_clip=2)(rows)
+    assert batch["labels"].dtype == torch.float32
+    assert batch["labels"].tolist() == [[1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 1, 0]]
+
+
+def test_stretch_happens_before_cropping_so_windows_stay_full_length() -> None:
+    sr, rate = 16000, 0.8  # slower: a 1.5 s clip becomes 1.875 s
+    rows = [
+        {"audio": np.sin(np.arange(int(1.5 * sr)) * 0.05).astype(np.float32), "sample_rate": sr, "label": 1}
+    ]
+    stretch = ClipStretch(TimeStretchConfig((rate, rate)))
+    collate = CropCollate(
+        sr, 1.0, train=True, crops_per_clip=4, seed=2, stretch=stretch, min_context_seconds=0.5
+    )
+    batch = collate(rows)
+    length = ClipStretch.stretched_length(int(1.5 * sr), rate)
+    ends = batch["crop_start"] + sr
+    assert batch["waveform"].shape == (4, sr) and (ends <= length).all() and (ends > length - sr).any()
+    for wave, mask, start in zip(batch["waveform"], batch["mask"], batch["crop_start"].tolist()):
+        torch.testing.assert_close(
+            wave, stretch.window(torch.as_tensor(rows[0]["audio"]), start, sr, rate) * mask
+        )
+        assert mask.sum() == min(sr, start + sr) and (wave[~mask] == 0).all()
+    again = CropCollate(
+        sr, 1.0, train=True, crops_per_clip=4, seed=2, stretch=stretch, min_context_seconds=0.5
+    )
+    assert torch.equal(again(rows)["waveform"], batch["waveform"])  # drawn from the batch's generator
+    plain = CropCollate(sr, 1.0, train=True, crops_per_clip=4, seed=2, min_context_seconds=0.5)(rows)
+    assert (plain["crop_start"] + sr <= int(1.5 * sr)).all()  # without stretch: the unstretched length
+    evaluation = CropCollate(sr, 1.0, train=False, stretch=stretch)(rows)
+    torch.testing.assert_close(evaluation["waveform"][0], torch.as_tensor(rows[0]["audio"][4000:20000]))

@@ -42,7 +42,9 @@ def test_every_loader_registers_its_data_set() -> None:
         "fma",
         "folder",
         "gtzan",
+        "magnatagatune",
         "manifest",
+        "mtg_jamendo",
         "percepiano",
         "synthetic_genres",
         "synthetic_piano",
@@ -95,8 +97,8 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
         ),
         (
             {"name": "gtzn"},
-            "data.name: unknown data set 'gtzn' (did you mean 'gtzan'?); known: fma, folder, gtzan, manifest, "
-            "percepiano, synthetic_genres, synthetic_piano",
+            "data.name: unknown data set 'gtzn' (did you mean 'gtzan'?); known: fma, folder, gtzan, "
+            "magnatagatune, manifest, mtg_jamendo, percepiano, synthetic_genres, synthetic_piano",
         ),
         ({"name": 3}, "data.name: expected str, got 3"),
         (

@@ -14,7 +14,9 @@ def gen(seed: int) -> torch.Generator:
 
 @pytest.mark.parametrize(("fw", "tw"), [(5, 7), (0, 12), (19, 0)])
 def test_specaugment_masks_exactly_the_stated_widths(fw: int, tw: int) -> None:
-    aug = SpecAugment(SpecAugmentConfig(freq_masks=1, freq_width=(fw, fw), time_masks=1, time_width=(tw, tw)))
+    aug = SpecAugment(
+        SpecAugmentConfig(freq_masks=1, freq_width=(fw, fw), time_masks=1, time_width=(tw, tw), fill=0.0)
+    )
     x = torch.rand(6, 20, 50) + 1.0
     y = aug(x, gen(0))
     zero = y == 0

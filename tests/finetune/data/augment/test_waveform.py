@@ -1,5 +1,5 @@
 """Waveform augmentations: gain/SNR/EQ in dB, pitch and tempo modules equal to the DSP functions, identity IR,
-seeding, RandomApply/Compose, and the builder recipes use."""
+seeding, RandomApply/Compose, the per-clip stretch of the training collate, and the builders recipes use."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from finetune.data.augment import (
     AddNoise,
+    ClipStretch,
     Compose,
     ConvolveIR,
     Eq,
@@ -22,6 +23,7 @@ from finetune.data.augment import (
     RandomApply,
     TimeStretch,
     TimeStretchConfig,
+    build_data_augment,
     build_wave_augment,
 )
 from finetune.data.collate import CropCollate
@@ -186,7 +188,65 @@ def test_build_wave_augment_from_config_and_collate_wiring() -> None:
     )
     evaluation = CropCollate(16000, 0.25, train=False, augment=aug)(rows)
     assert torch.allclose(evaluation["waveform"], torch.full((1, 4000), 0.5))  # evaluation is never augmented
-    with pytest.raises(ValueError, match="unknown waveform augmentation 'reverb'; known: gain, eq, noise"):
+    with pytest.raises(
+        ValueError,
+        match="unknown waveform augmentation 'reverb'; known: gain, eq, noise, pitch_shift, time_stretch",
+    ):
         build_wave_augment({"reverb": {}}, sample_rate=16000)
     with pytest.raises(ValueError, match="augmentation 'gain'.*unexpected keyword argument 'db'"):
         build_wave_augment({"gain": {"db": 3}}, sample_rate=16000)
+
+
+@pytest.mark.parametrize(("rate", "start"), [(0.93, 6000), (1.07, 20000), (1.25, -3000)])
+def test_clip_stretch_window_is_that_window_of_the_stretched_clip(rate: float, start: int) -> None:
+    clip = torch.zeros(3 * SR)
+    clip[2000::4000] = 1.0  # clicks every 0.25 s: in the stretched clip they fall at (2000 + 4000 k) / rate
+    n = SR
+    window = ClipStretch(TimeStretchConfig((rate, rate))).window(clip, start, n, rate)
+    assert window.shape == (n,)
+    clicks = [(2000 + 4000 * k) / rate - start for k in range(12)]
+    clicks = [c for c in clicks if 1000 < c < n - 1000]
+    assert len(clicks) >= 3
+    energy = window.abs()
+    for c in clicks:  # each click's energy peaks where the stretched clip has it (within two STFT hops, the
+        lo = (
+            round(c) - 1000
+        )  # vocoder's own precision: stretching the whole clip misses by up to 230 samples)
+        assert abs(lo + int(energy[lo : lo + 2000].argmax()) - c) <= 2 * 256
+    far = torch.ones(n, dtype=torch.bool)  # ... and nothing else stands out
+    for c in [(2000 + 4000 * k) / rate - start for k in range(12)]:
+        far[max(0, round(c) - 1000) : max(0, round(c) + 1000)] = False
+    assert energy[far].max() < 0.2 * energy.max()
+    if start < 0:
+        assert torch.equal(window[: -start - 1024], torch.zeros(-start - 1024))  # before the clip: silence
+
+
+def test_clip_stretch_draws_rates_in_range_p_and_seeding() -> None:
+    stretch = ClipStretch(TimeStretchConfig((0.95, 1.05)), p=0.5)
+    rates = [stretch.draw(gen(i)) for i in range(200)]
+    unstretched = sum(r == 1.0 for r in rates)
+    assert 70 <= unstretched <= 130 and all(0.95 <= r <= 1.05 for r in rates)
+    assert stretch.draw(gen(3)) == stretch.draw(gen(3))
+    assert ClipStretch.stretched_length(16000, 1.07) == round(16000 / 1.07)
+    torch.testing.assert_close(
+        stretch.window(torch.arange(10.0), -2, 6, 1.0), torch.tensor([0, 0, 0, 1, 2, 3.0])
+    )
+    with pytest.raises(
+        ValueError, match=r"rate must be \(low, high\) with 0 < low <= high, got \(1.1, 0.9\)"
+    ):
+        ClipStretch(TimeStretchConfig((1.1, 0.9)))
+
+
+def test_build_data_augment_splits_stretch_from_batch_augmentations() -> None:
+    both = build_data_augment({"time_stretch": {"rate": [0.95, 1.05], "p": 0.3}, "gain": {}}, SR)
+    assert both.stretch.config.rate == (0.95, 1.05) and both.stretch.p == 0.3
+    assert [type(m) for m in both.wave.members] == [Gain]
+    assert build_data_augment({}, SR) == (None, None)
+    with pytest.raises(
+        ValueError, match="'time_stretch' changes the length: the training collate applies it"
+    ):
+        build_wave_augment({"time_stretch": {}}, SR)
+    with pytest.raises(
+        ValueError, match="augmentation 'time_stretch': .*unexpected keyword argument 'rates'"
+    ):
+        build_data_augment({"time_stretch": {"rates": [0.9, 1.1]}}, SR)
