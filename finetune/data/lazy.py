@@ -19,12 +19,14 @@ Bad entries policy (``on_error``), the same in every loader:
 - ``"raise"``: the loader raises :class:`DataError` with the same summary instead.
 
 Ambiguous input (a file name listed twice, a split list naming a track twice) always raises :class:`DataError`:
-there is no right row to keep. Observations that are not errors (e.g. PercePiano's unlabelled MIDI files) are
-warned about and recorded, whatever the policy.
+there is no right row to keep. Observations that are not errors are recorded, whatever the policy: those a user
+should act on (:meth:`LoadReport.note`, e.g. labelled segments without audio) are warned about, plain facts
+(:meth:`LoadReport.inform`, e.g. PercePiano's unlabelled MIDI files) are logged at INFO level.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 OnError = Literal["skip", "raise"]
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -63,7 +66,7 @@ def check_on_error(on_error: str) -> None:
 
 @dataclass
 class LoadReport:
-    """Entries dropped while loading a data set (by reason) and notes that are not errors.
+    """Entries dropped while loading a data set (by reason), notes that are not errors, and plain facts.
 
     Args:
         dataset: the data set's name, used in messages.
@@ -72,6 +75,7 @@ class LoadReport:
     dataset: str
     dropped: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, name: str, detail: str = "") -> None:
         """Record that entry ``name`` is dropped for ``reason`` (``detail`` says more, e.g. the decoder's error)."""
@@ -81,24 +85,31 @@ class LoadReport:
         """Record an observation that is warned about but never raises."""
         self.notes.append(text)
 
+    def inform(self, text: str) -> None:
+        """Record a plain fact (what was rendered, what is left out by design): logged, never warned about."""
+        self.facts.append(text)
+
     @property
     def n_dropped(self) -> int:
         return sum(len(v) for v in self.dropped.values())
 
     def summary(self) -> str:
-        """One paragraph: counts per reason with every entry named, then the notes."""
+        """One paragraph: counts per reason with every entry named, then the notes and the facts."""
         parts = [f"{self.dataset}: dropped {self.n_dropped} entr{'y' if self.n_dropped == 1 else 'ies'}"]
         parts += [f"{reason} ({len(names)}): {', '.join(names)}" for reason, names in self.dropped.items()]
         text = "; ".join(parts) if self.dropped else f"{self.dataset}: nothing dropped"
-        return text + "".join(f". {n}" for n in self.notes)
+        return text + "".join(f". {n}" for n in [*self.notes, *self.facts])
 
     def resolve(self, on_error: OnError) -> None:
-        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped) or warn once."""
+        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped), or warn once if
+        something was dropped or noted, else log the summary at INFO level."""
         check_on_error(on_error)
         if self.dropped and on_error == "raise":
             raise DataError(self.summary() + " (pass on_error='skip' to drop these entries and go on)")
         if self.dropped or self.notes:
             warnings.warn(self.summary(), stacklevel=3)
+        elif self.facts:
+            logger.info(self.summary())
 
 
 def _header_problem(path: str | os.PathLike[str]) -> tuple[str, str] | tuple[None, float]:
