@@ -50,7 +50,7 @@ from .percepiano_folds import (
     split_segments,
 )
 from .registry import DataConfig, TaskData, register_dataset, required_path
-from .render import RenderSettings, render_many, rendered_spectrum
+from .render import RenderSettings, render_info, render_many
 from .spectrum import Spectrum
 
 __all__ = [
@@ -286,13 +286,18 @@ def _render_missing(
             report.drop("unrenderable MIDI", row["name"], str(result))
         else:
             row["path"] = result
-            rendered.append(result)
+            rendered.append((row["name"], render_info(result)))
     if rendered:
-        spec = Spectrum.pooled(rendered_spectrum(p) for p in rendered)
+        spec = Spectrum.pooled(info.spectrum for _, info in rendered)
         report.inform(
             f"{len(rendered)} segment(s) rendered from MIDI with {settings.font_label} at "
             f"{settings.sample_rate} Hz: {spec.describe()}"
         )
+        clipped = [f"{name} ({info.peak:.2f})" for name, info in rendered if info.peak > 1.0]
+        if clipped:
+            report.note(
+                f"{len(clipped)} render(s) clipped at full scale (peak before clipping): {', '.join(clipped)}"
+            )
 
 
 def _columns(rows: list[dict], with_std: bool) -> tuple[dict[str, list], Features]:

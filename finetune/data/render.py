@@ -14,7 +14,9 @@ font inside the ``pretty_midi`` package) by resampling each zone's sample, the w
   dB) and a darker tone for soft notes (the default velocity-to-filter modulator, -2400 cents at velocity 0), through
   a static 12 dB/octave low-pass at the zone's cutoff with its modulation envelope at the peak;
 - the sustain pedal (CC64 >= 64 holds released notes until the pedal lifts); re-striking a held key releases the old
-  voice.
+  voice;
+- one fixed output gain (files are never normalised: loudness is rated), with other fonts level-matched to the
+  default on reference notes (:class:`PianoRenderer`).
 
 Not modelled (documented simplifications): the time-varying filter and modulation envelopes, filter resonance,
 LFOs, reverb/chorus sends, stereo (the output is mono), the soft pedal (CC67), a font's own modulators, linear rather
@@ -22,8 +24,8 @@ than higher-order interpolation. Every instrument is played with the chosen pian
 
 The sound font decides much of what a model hears: TimGM6mb's piano filter sits near 2.5 kHz (1.2 kHz for soft
 notes), so its renders carry almost no energy above 4 kHz; :func:`finetune.data.spectrum.spectrum` measures that. Renders are cached per
-sound font and file (:func:`render_cached`), each with its spectrum beside it, so a data set's spectrum is known
-without decoding its audio again (:func:`rendered_spectrum`).
+sound font and file (:func:`render_cached`), each with its spectrum and peak beside it, so a data set's spectrum is
+known without decoding its audio again (:func:`render_info`).
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ __all__ = [
     "midi_notes",
     "render_cached",
     "render_many",
-    "rendered_spectrum",
+    "RenderInfo",
+    "render_info",
 ]
 
 RENDERER_VERSION = "sf2-2"
 _MASTER_GAIN = 1.8  # fixed (loudness is rated, files are never normalised); PercePiano peaks at 0.96
+# Other fonts are level-matched to the default on these notes (key, velocity), each held for its first second.
+_REFERENCE_NOTES = tuple((key, vel) for key in (36, 48, 60, 72, 84) for vel in (40, 80, 120))
 _SILENCE_DBFS = -84.0  # voices end once they fall below this output level (16-bit LSB is -96 dBFS)
 _SUSTAIN_CC = 64
 _BLOCK = 32  # envelope control period in samples
@@ -134,6 +139,10 @@ def _seconds(timecents: float) -> float:
 class PianoRenderer:
     """Plays MIDI files with one SoundFont preset (default: General MIDI piano, bank 0 program 0).
 
+    Any other font or preset is level-matched to the default: its gain moves by :attr:`level_offset_db` so that
+    a set of reference notes (five keys from C2 to C6, velocities 40/80/120, first second of each) has the same
+    mean power, and loudness keeps one scale whatever the font.
+
     Args:
         sample_rate: output rate in Hz.
         soundfont: an ``.sf2`` file; None uses :func:`default_soundfont`.
@@ -163,6 +172,19 @@ class PianoRenderer:
         self.soundfont = settings.soundfont
         self.soundfont_sha256 = settings.soundfont_sha256
         self._zones = load_zones(settings.soundfont, settings.bank, settings.program)
+        self.level_offset_db = 0.0
+        default = RenderSettings.of(settings.sample_rate)
+        if (settings.soundfont_sha256, settings.bank, settings.program) != (default.soundfont_sha256, 0, 0):
+            self.level_offset_db = PianoRenderer.from_settings(default)._reference_db() - self._reference_db()
+
+    def _reference_db(self) -> float:
+        """Mean power (dB) of the reference notes' first seconds: what level matching compares."""
+        n = self.sample_rate
+        power = [
+            np.mean(np.square(self.render_notes(np.array([[0.0, 1.0, k, v]]), 1.0)[:n], dtype=np.float64))
+            for k, v in _REFERENCE_NOTES
+        ]
+        return 10.0 * math.log10(max(float(np.mean(power)), 1e-20))
 
     def _voice(self, key: int, velocity: int, held: float) -> np.ndarray | None:
         """One note: ``held`` seconds until release, then its release tail (every matching zone, summed).
@@ -181,6 +203,7 @@ class PianoRenderer:
 
     def _layer(self, z: Zone, key: int, velocity: int, held: float) -> np.ndarray:
         gain_db = z.gain_db + 40.0 * math.log10(velocity / 127.0) + 20.0 * math.log10(_MASTER_GAIN)
+        gain_db += self.level_offset_db
         amp = _envelope(z, key, held, self.sample_rate, floor_db=min(_SILENCE_DBFS - gain_db, -1.0))
         wave = _play(z, key, len(amp), self.sample_rate)
         amp = amp[: len(wave)]
@@ -311,7 +334,7 @@ def _pedal_release(end: float, times: np.ndarray, down: np.ndarray) -> float:
 
 
 def _sidecar(audio_path: Path) -> Path:
-    return audio_path.with_suffix(".spectrum.json")
+    return audio_path.with_suffix(".info.json")
 
 
 def _write_atomic(target: Path, write: Callable[[str], object]) -> None:
@@ -321,28 +344,46 @@ def _write_atomic(target: Path, write: Callable[[str], object]) -> None:
     Path(tmp).replace(target)
 
 
-def _save_spectrum(audio_path: Path, spec: Spectrum) -> None:
-    text = json.dumps(
-        {"energy": spec.energy, "moment": spec.moment, "above": spec.above, "nyquist": spec.nyquist}
-    )
+@dataclass(frozen=True)
+class RenderInfo:
+    """What is kept beside a cached render.
+
+    Attributes:
+        spectrum: the render's :class:`~finetune.data.spectrum.Spectrum`.
+        peak: its largest absolute sample before the file was clipped to [-1, 1]; above 1 the render clipped.
+    """
+
+    spectrum: Spectrum
+    peak: float
+
+
+def _save_info(audio_path: Path, info: RenderInfo) -> None:
+    spec = info.spectrum
+    fields = {"energy": spec.energy, "moment": spec.moment, "above": spec.above, "nyquist": spec.nyquist}
+    text = json.dumps({"spectrum": fields, "peak": info.peak})
     _write_atomic(_sidecar(audio_path), lambda tmp: Path(tmp).write_text(text))
 
 
-def rendered_spectrum(audio_path: str | os.PathLike[str]) -> Spectrum:
-    """The :class:`Spectrum` of a cached render, read from beside it (measured from the audio if missing).
+def render_info(audio_path: str | os.PathLike[str]) -> RenderInfo:
+    """The :class:`RenderInfo` of a cached render, read from beside it (measured from the audio if missing).
 
     Raises:
-        soundfile.LibsndfileError: the spectrum is missing and the audio cannot be read.
+        soundfile.LibsndfileError: the information is missing and the audio cannot be read.
     """
     audio_path = Path(audio_path)
     try:
         raw = json.loads(_sidecar(audio_path).read_text())
-        return Spectrum(raw["energy"], raw["moment"], tuple(raw["above"]), raw["nyquist"])
+        spec = raw["spectrum"]
+        return RenderInfo(
+            Spectrum(spec["energy"], spec["moment"], tuple(spec["above"]), spec["nyquist"]),
+            float(raw["peak"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: measure again
         wave, sr = sf.read(audio_path, dtype="float32", always_2d=True)
-        spec = spectrum(wave.mean(axis=1), sr)
-        _save_spectrum(audio_path, spec)
-        return spec
+        mono = wave.mean(axis=1)
+        info = RenderInfo(spectrum(mono, sr), float(np.abs(mono).max(initial=0.0)))
+        _save_info(audio_path, info)
+        return info
 
 
 def render_cached(
@@ -351,14 +392,15 @@ def render_cached(
     """Render ``midi_path`` to a 16-bit FLAC under ``cache_dir`` unless an identical render is cached.
 
     Renders live in one folder per sound font (:meth:`RenderSettings.cache_path`), each with its
-    :class:`Spectrum` beside it. Writes are atomic.
+    :class:`RenderInfo` (spectrum, peak) beside it. Writes are atomic.
     """
     target = renderer.settings.cache_path(midi_path, cache_dir)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    wave = np.clip(renderer.render(midi_path), -1.0, 1.0)
-    _save_spectrum(target, spectrum(wave, renderer.sample_rate))
+    raw = renderer.render(midi_path)
+    wave = np.clip(raw, -1.0, 1.0)
+    _save_info(target, RenderInfo(spectrum(wave, renderer.sample_rate), float(np.abs(raw).max(initial=0.0))))
     _write_atomic(
         target, lambda tmp: sf.write(tmp, wave, renderer.sample_rate, format="FLAC", subtype="PCM_16")
     )

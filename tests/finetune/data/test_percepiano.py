@@ -197,6 +197,14 @@ def test_load_renders_midi_with_any_soundfont(tmp_path: Path, data: Path) -> Non
         end = pretty_midi.PrettyMIDI(str(source)).get_end_time()
         assert end * SR <= r["audio"].shape[1] <= (end + 3.0) * SR
         assert r["audio"].abs().max() > 0.05
+    # a render that clipped (its kept peak above 1) is named in the warning
+    info = Path(rows[0]["path"]).with_suffix(".info.json")
+    info.write_text(info.read_text().replace('"peak": ', '"peak": 1.25, "was": '))
+    with pytest.warns(
+        UserWarning,
+        match=rf"1 render\(s\) clipped at full scale \(peak before clipping\): {rows[0]['name']} \(1.25\)",
+    ):
+        load_percepiano(data / LABELS, **kw)
     # another font, and one damaged MIDI file among the good ones: that one is dropped, the others render
     font = write_sf2(
         tmp_path / "Mine.sf2", sine(440.0, 1.0, SR), SR, 69, [{KEY_RANGE: (0, 127), SAMPLE_MODES: 1}]

@@ -16,8 +16,8 @@ from finetune.data.render import (
     RenderSettings,
     midi_notes,
     render_cached,
+    render_info,
     render_many,
-    rendered_spectrum,
 )
 from finetune.data.spectrum import spectrum
 from tests.finetune.data.soundfonts import KEY_RANGE, PAN, SAMPLE_MODES, VEL_RANGE, sine, write_sf2
@@ -87,18 +87,24 @@ def test_render_velocity_and_sustain_pedal(tmp_path: Path, renderer: PianoRender
 
 
 def test_every_matching_zone_sounds(tmp_path: Path) -> None:
-    """A stereo pair (two zones, hard left and right) plays both samples, mixed to mono at full level; velocity
-    layers pick their own sample."""
+    """Where a stereo pair's two zones (hard left and right) overlap both sound, mixed to mono at full level;
+    velocity layers pick their own sample."""
     tone = sine(440.0, 1.0, SR)
     looped = {KEY_RANGE: (0, 127), SAMPLE_MODES: 1}
-    mono = write_sf2(tmp_path / "mono.sf2", tone, SR, 69, [looped], loop=(0, SR))
     pair = write_sf2(
-        tmp_path / "pair.sf2", tone, SR, 69, [{**looped, PAN: -500}, {**looped, PAN: 500}], loop=(0, SR)
+        tmp_path / "pair.sf2",
+        tone,
+        SR,
+        69,
+        [{**looped, PAN: -500}, {**looped, KEY_RANGE: (0, 64), PAN: 500}],
+        loop=(0, SR),
     )
-    note = _midi(tmp_path / "a4.mid", [(0.0, 0.5, 69, 127)])
-    one, two = PianoRenderer(SR, mono).render(note), PianoRenderer(SR, pair).render(note)
-    assert len(one) == len(two)
-    np.testing.assert_allclose(two, 2 * one, rtol=1e-5, atol=1e-7)
+    synth = PianoRenderer(SR, pair)
+    both = synth.render(_midi(tmp_path / "e4.mid", [(0.0, 0.5, 64, 127)]))  # keys 0-64: both zones
+    one = synth.render(_midi(tmp_path / "a4.mid", [(0.0, 0.5, 69, 127)]))  # key 69: the left zone only
+    assert len(both) > len(one) * 0.9
+    ratio = np.sqrt(np.mean(both[: SR // 2] ** 2) / np.mean(one[: SR // 2] ** 2))
+    assert ratio == pytest.approx(2.0, rel=0.01)
     layers = write_sf2(
         tmp_path / "layers.sf2",
         np.concatenate([tone, sine(880.0, 1.0, SR)]),
@@ -113,6 +119,20 @@ def test_every_matching_zone_sounds(tmp_path: Path) -> None:
             int(0.1 * SR) : int(0.5 * SR)
         ]
         assert _band_energy(body, freq * 0.97, freq * 1.03) > 100 * _band_energy(body, 0.0, freq * 0.8)
+
+
+def test_other_fonts_are_level_matched_to_the_default(tmp_path: Path, renderer: PianoRenderer) -> None:
+    assert renderer.level_offset_db == 0.0
+    zones = [{KEY_RANGE: (0, 127), SAMPLE_MODES: 1}]
+    loud = PianoRenderer(
+        SR, write_sf2(tmp_path / "loud.sf2", sine(440.0, 1.0, SR), SR, 69, zones, loop=(0, SR))
+    )
+    quiet = PianoRenderer(
+        SR, write_sf2(tmp_path / "quiet.sf2", 0.25 * sine(440.0, 1.0, SR), SR, 69, zones, loop=(0, SR))
+    )
+    assert quiet.level_offset_db - loud.level_offset_db == pytest.approx(20 * np.log10(4), abs=0.01)
+    for synth in (loud, quiet):  # after matching, the reference notes have the default's mean power
+        assert synth._reference_db() == pytest.approx(renderer._reference_db(), abs=1e-6)
 
 
 def test_render_real_midi_is_deterministic_and_cached_per_font(tmp_path: Path, data: Path) -> None:
@@ -141,23 +161,36 @@ def test_render_real_midi_is_deterministic_and_cached_per_font(tmp_path: Path, d
     assert np.abs(wave).max() < 1.0
 
 
-def test_render_spectrum_is_kept_beside_the_render(
+def test_render_spectrum_and_peak_are_kept_beside_the_render(
     tmp_path: Path, data: Path, renderer: PianoRenderer
 ) -> None:
     path = render_cached(data / "midi" / "Beethoven_WoO80_thema_8bars_2_1.mid", tmp_path, renderer)
-    sidecar = path.with_suffix(".spectrum.json")
+    sidecar = path.with_suffix(".info.json")
     assert sidecar.is_file()
-    kept = rendered_spectrum(path)
+    kept = render_info(path)
     wave, sr = sf.read(path, dtype="float64")
     measured = spectrum(wave, sr)  # from the 16-bit file: the same up to quantisation
-    assert kept.nyquist == measured.nyquist == SR / 2
-    assert kept.centroid_hz == pytest.approx(measured.centroid_hz, rel=1e-3)
-    assert kept.share_above(2000.0) == pytest.approx(measured.share_above(2000.0), rel=1e-2)
-    assert kept.share_above(4000.0) < 1e-3  # TimGM6mb's piano filter: almost nothing above 4 kHz
+    assert kept.spectrum.nyquist == measured.nyquist == SR / 2
+    assert kept.spectrum.centroid_hz == pytest.approx(measured.centroid_hz, rel=1e-3)
+    assert kept.spectrum.share_above(2000.0) == pytest.approx(measured.share_above(2000.0), rel=1e-2)
+    assert kept.spectrum.share_above(4000.0) < 1e-3  # TimGM6mb's piano filter: almost nothing above 4 kHz
+    assert kept.peak == pytest.approx(np.abs(wave).max(), abs=1 / 32768) and 0.1 < kept.peak < 1.0
     sidecar.write_text("{truncated")
-    again = rendered_spectrum(path)  # a damaged or missing summary is measured again from the audio
-    assert again.centroid_hz == pytest.approx(measured.centroid_hz, rel=1e-9)
-    assert rendered_spectrum(path) == again and sidecar.read_text().startswith('{"energy"')
+    again = render_info(path)  # damaged or missing: measured again from the audio
+    assert again.spectrum.centroid_hz == pytest.approx(measured.centroid_hz, rel=1e-9)
+    assert again.peak == np.abs(wave).max()
+    assert render_info(path) == again and sidecar.read_text().startswith('{"spectrum": {"energy"')
+
+
+def test_a_clipping_render_keeps_its_true_peak(tmp_path: Path, renderer: PianoRenderer) -> None:
+    cluster = _midi(tmp_path / "cluster.mid", [(0.0, 1.0, key, 127) for key in range(48, 72)])
+    raw = renderer.render(cluster)
+    path = render_cached(cluster, tmp_path, renderer)
+    wave, _ = sf.read(path, dtype="float32")
+    assert (
+        render_info(path).peak == pytest.approx(np.abs(raw).max(), rel=1e-6) and render_info(path).peak > 1.2
+    )
+    assert np.abs(wave).max() == pytest.approx(1.0, abs=1 / 32768)  # the file itself is clipped
 
 
 def test_render_rejects_bad_input(tmp_path: Path) -> None:
