@@ -3,23 +3,17 @@
 Every protocol gives a fixed test set and ``n_folds`` folds over the other segments: fold ``fold_index``
 validates, the rest train, and the test set is the same for every fold. They differ in what stays together:
 
-================== ============================================= ==================================================
-protocol           never in two splits                           test set
-================== ============================================= ==================================================
-``performer``      a player (the labels' player id)              whole players, seeded, until >= 15% of segments
-``performer_       PercePiano's ``performer4fold``: the file     the official one: map ids 1 and 2; folds are ids
-official``         name's performer field, mapped as the         {3, 4}, {5, 6}, {7, 8}, {9, 10}; the rest trains
-                   official script maps it (*not* player-
-                   disjoint, see below)
-``excerpt``        an excerpt: every performance of the same     whole excerpts, seeded, until >= 15%
-                   bars (``<piece>_<N>bars_<segment>``)
-``excerpt_         PercePiano's ``composition4fold``: excerpts   the official rule (below), seed 42
-official``
-``composition``    a piece: a movement or a variation            whole pieces, seeded, up to 15% (never over)
-                   (``Schubert_D960_mv3``, ``Beethoven_WoO80_
-                   var27``)
-``random``         nothing                                       seeded segments until >= 15%
-================== ============================================= ==================================================
+- ``performer``: a player (the labels' player id) is never in two splits; whole players, in seeded order, go to
+  the test set until it holds at least 15% of the segments.
+- ``excerpt``: an excerpt (``<piece>_<N>bars_<segment>``: every performance of the same bars) is never in two
+  splits; test set as for ``performer``.
+- ``composition``: a piece (a movement or a variation: ``Schubert_D960_mv3``, ``Beethoven_WoO80_var27``) is never
+  in two splits; whole pieces, in seeded order, go to the test set while it stays within 15%.
+- ``performer_official``: PercePiano's ``performer4fold``, the file name's performer field mapped as the official
+  script maps it; test set ids 1 and 2, folds ids {3, 4}, {5, 6}, {7, 8}, {9, 10}; the rest always trains. *Not*
+  player-disjoint (below).
+- ``excerpt_official``: PercePiano's ``composition4fold``: excerpts, drawn by the official rule (below).
+- ``random``: segments in seeded order until the test set holds at least 15%.
 
 PercePiano's own script calls its excerpt folds "composition" folds, and this library called them ``piece``
 folds: but an excerpt is a few bars, and the other excerpts of the same movement sit in the other splits (three

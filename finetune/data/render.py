@@ -35,7 +35,6 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
+from .midi import midi_notes
 from .soundfont import Zone, default_soundfont, load_zones, soundfont_sha256
 from .spectrum import Spectrum, spectrum
 
@@ -67,7 +67,6 @@ _MASTER_GAIN = 1.8  # fixed (loudness is rated, files are never normalised); Per
 # Other fonts are level-matched to the default on these notes (key, velocity), each held for its first second.
 _REFERENCE_NOTES = tuple((key, vel) for key in (36, 48, 60, 72, 84) for vel in (40, 80, 120))
 _SILENCE_DBFS = -84.0  # voices end once they fall below this output level (16-bit LSB is -96 dBFS)
-_SUSTAIN_CC = 64
 _BLOCK = 32  # envelope control period in samples
 
 
@@ -290,47 +289,6 @@ def _lowpass(x: np.ndarray, cutoff_hz: float, sr: int) -> np.ndarray:
     b = np.array([k * k, 2 * k * k, k * k]) * norm
     a = np.array([1.0, 2.0 * (k * k - 1.0) * norm, (1.0 - math.sqrt(2.0) * k + k * k) * norm])
     return lfilter(b, a, x).astype(np.float32)
-
-
-def midi_notes(midi_path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
-    """Read a MIDI file's notes with their sustain-pedal-extended release times, and its end time.
-
-    Shapes: returns notes [K, 4] (start_s, release_s, key, velocity), sorted by start.
-    """
-    try:
-        import pretty_midi
-    except ImportError as e:
-        raise ImportError("rendering MIDI needs pretty_midi: pip install 'musicft[midi]'") from e
-    with warnings.catch_warnings():  # files with tempo events on later tracks still parse correctly
-        warnings.filterwarnings("ignore", message="Tempo, Key or Time signature change events found")
-        try:
-            midi = pretty_midi.PrettyMIDI(str(midi_path))
-        except Exception as e:  # mido raises several types for malformed files
-            raise ValueError(f"could not parse MIDI file {midi_path}: {type(e).__name__}: {e}") from e
-    rows = []
-    for inst in midi.instruments:
-        if inst.is_drum:
-            continue
-        cc = sorted((c.time, c.value >= 64) for c in inst.control_changes if c.number == _SUSTAIN_CC)
-        times = np.array([t for t, _ in cc])
-        down = np.array([d for _, d in cc], dtype=bool)
-        for note in inst.notes:
-            rows.append((note.start, _pedal_release(note.end, times, down), note.pitch, note.velocity))
-    notes = np.array(sorted(rows), dtype=np.float64).reshape(-1, 4)
-    # Re-striking a key that still sounds (held by the pedal) releases the older voice at the new onset.
-    for key in np.unique(notes[:, 2]):
-        idx = np.flatnonzero(notes[:, 2] == key)
-        notes[idx[:-1], 1] = np.minimum(notes[idx[:-1], 1], np.maximum(notes[idx[1:], 0], notes[idx[:-1], 0]))
-    return notes, midi.get_end_time()
-
-
-def _pedal_release(end: float, times: np.ndarray, down: np.ndarray) -> float:
-    """When a key released at ``end`` stops sounding: ``end``, or the next pedal lift if the pedal is down."""
-    i = int(np.searchsorted(times, end, side="right")) - 1
-    if i < 0 or not down[i]:
-        return end
-    ups = np.flatnonzero(~down[i + 1 :])
-    return float(times[i + 1 + ups[0]]) if len(ups) else max(end, float(times[-1]))
 
 
 def _sidecar(audio_path: Path) -> Path:

@@ -82,8 +82,6 @@ def test_render_velocity_and_sustain_pedal(tmp_path: Path, renderer: PianoRender
     wet = renderer.render(_midi(tmp_path / "wet.mid", [(0.1, 0.4, 60, 90)], pedal=[(0.0, 127), (2.0, 0)]))
     at = slice(int(1.5 * SR), int(1.6 * SR))  # after the key is released, before the pedal is
     assert np.abs(wet[at]).max() > 100 * (np.abs(dry[at]).max() if len(dry) > at.stop else 0) + 1e-3
-    notes, end = midi_notes(tmp_path / "wet.mid")
-    np.testing.assert_allclose(notes, [[0.1, 2.0, 60, 90]], atol=1e-3)
 
 
 def test_every_matching_zone_sounds(tmp_path: Path) -> None:
@@ -197,7 +195,7 @@ def test_render_rejects_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd not really")
     with pytest.raises(ValueError, match="could not parse MIDI file .*bad.mid"):
-        midi_notes(bad)
+        PianoRenderer(SR).render(bad)
     with pytest.raises(ValueError, match="is not a SoundFont 2 file"):
         PianoRenderer(SR, soundfont=bad)
     with pytest.raises(ValueError, match="sample_rate must be at least 4000 Hz"):
