@@ -42,6 +42,7 @@ from heads.tasks import RATING
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
 from .percepiano_folds import (
+    FOLD_PROTOCOLS,
     Segment,
     check_fold_arguments,
     fold_protocol,
@@ -356,10 +357,10 @@ class PercePianoConfig(DataConfig):
     render_workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.fold not in known_fold_names():
+        if self.fold not in known_fold_names():  # the current names are offered, not the renamed ones
             raise ValueError(
-                f"fold must be one of {', '.join(known_fold_names())}, got {self.fold!r}"
-                + did_you_mean(self.fold, known_fold_names())
+                f"fold must be one of {', '.join(FOLD_PROTOCOLS)}, got {self.fold!r}"
+                + did_you_mean(self.fold, FOLD_PROTOCOLS)
             )
 
 

@@ -246,7 +246,6 @@ _register("performer", lambda s: str(s.player), "each player (labels' player id)
 _register("excerpt", lambda s: s.excerpt, "all performances of one excerpt in one split")(
     _seeded(lambda s: s.excerpt)
 )
-_register("random", lambda s: s.name, "segments drawn at random")(_seeded(lambda s: s.name))
 
 
 @_register("composition", lambda s: s.piece, "each piece (movement or variation) in one split")
@@ -268,6 +267,9 @@ def _composition(segments: Sequence[Segment], n_folds: int, fold_index: int, see
     parts = holdout_kfold([segments[i].piece for i in rest], n_folds, fold_index, 0.0, seed)
     test = [i for i, s in enumerate(segments) if s.piece in test_pieces]
     return Folds([rest[j] for j in parts["train"]], [rest[j] for j in parts["validation"]], test)
+
+
+_register("random", lambda s: s.name, "segments drawn at random")(_seeded(lambda s: s.name))
 
 
 def _officially_listed(segments: Sequence[Segment]) -> tuple[list[int], dict[int, str]]:

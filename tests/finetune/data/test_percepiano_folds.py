@@ -205,7 +205,7 @@ def test_old_piece_name_warns_and_gives_the_excerpt_folds(segments: list[Segment
 def test_bad_protocol_arguments(segments: list[Segment]) -> None:
     with pytest.raises(
         ValueError,
-        match=r"fold must be one of performer, excerpt, random, .*got 'composer' \(did you mean 'composition'\?\)",
+        match=r"fold must be one of performer, excerpt, composition, random, performer_official, excerpt_official, got 'composer' \(did you mean 'composition'\?\)",
     ):
         fold_protocol("composer")
     with pytest.raises(ValueError, match=r"fold='excerpt_official' has the official 4 folds; got n_folds=5"):
