@@ -16,7 +16,6 @@ Example (the figures in ``docs/results/percepiano-soundfont.md``; Debian: ``apt-
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -202,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     fonts = [None if f == "default" else f for f in (args.soundfont or ["default"])]
     protocols = args.protocols.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_md is not None:
         args.out_md.parent.mkdir(parents=True, exist_ok=True)
         args.out_md.write_text(text)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    outputs = ("out", "out_md", "cache")  # where files went is not part of the experiment
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in outputs}
     path = write_result("percepiano-soundfont", {"config": config, "results": results}, Path(args.out))
     print(f"wrote {path}")
     return 0
