@@ -1,6 +1,6 @@
 """Fine-tune a backbone to rate piano performances (PercePiano's 19 dimensions) and test it.
 
-    accelerate launch recipes/piano.py --config recipes/configs/piano_passt_lora_piece.yaml \
+    accelerate launch recipes/piano.py --config recipes/configs/piano_passt_lora_excerpt.yaml \
         data.root=/data/PercePiano
     python recipes/piano.py --config recipes/configs/piano_synthetic_cnn14_linear.yaml train.max_steps=100
 

@@ -22,12 +22,14 @@ Bad entries policy (``on_error``), the same in every loader:
 - ``"raise"``: the loader raises :class:`DataError` with the same summary instead.
 
 Ambiguous input (a file name listed twice, a split list naming a track twice) always raises :class:`DataError`:
-there is no right row to keep. Observations that are not errors (e.g. PercePiano's unlabelled MIDI files) are
-warned about and recorded, whatever the policy.
+there is no right row to keep. Observations that are not errors are recorded, whatever the policy: those a user
+should act on (:meth:`LoadReport.note`, e.g. labelled segments without audio) are warned about, plain facts
+(:meth:`LoadReport.inform`, e.g. PercePiano's unlabelled MIDI files) are logged at INFO level.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -55,6 +57,7 @@ __all__ = [
 
 OnError = Literal["skip", "raise"]
 SHOWN_ENTRIES = 10  # entries per reason named in a warning; the rest are counted and written to a file
+logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -69,8 +72,8 @@ def check_on_error(on_error: str) -> None:
 
 @dataclass
 class LoadReport:
-    """Entries dropped while loading a data set (by reason), notes that are not errors, and the headers the
-    load-time scan read.
+    """Entries dropped while loading a data set (by reason), notes that are not errors, plain facts, and the
+    headers the load-time scan read.
 
     Args:
         dataset: the data set's name, used in messages.
@@ -81,6 +84,7 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
     headers: dict[str, AudioInfo] = field(default_factory=dict)
     full_list: Path | None = None
+    facts: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, name: str, detail: str = "") -> None:
         """Record that entry ``name`` is dropped for ``reason`` (``detail`` says more, e.g. the decoder's error)."""
@@ -90,26 +94,31 @@ class LoadReport:
         """Record an observation that is warned about but never raises."""
         self.notes.append(text)
 
+    def inform(self, text: str) -> None:
+        """Record a plain fact (what was rendered, what is left out by design): logged, never warned about."""
+        self.facts.append(text)
+
     @property
     def n_dropped(self) -> int:
         return sum(len(v) for v in self.dropped.values())
 
     def summary(self, limit: int | None = SHOWN_ENTRIES) -> str:
         """One paragraph: counts per reason with the entries named (the first ``limit`` of each reason; all with
-        None), then the notes, then where the full list was written (see :meth:`resolve`)."""
+        None), then the notes and the facts, then where the full list was written (see :meth:`resolve`)."""
         parts = [f"{self.dataset}: dropped {self.n_dropped} entr{'y' if self.n_dropped == 1 else 'ies'}"]
         for reason, names in self.dropped.items():
             shown = names if limit is None else names[:limit]
             more = f", ... (+{len(names) - len(shown)} more)" if len(shown) < len(names) else ""
             parts.append(f"{reason} ({len(names)}): {', '.join(shown)}{more}")
         text = "; ".join(parts) if self.dropped else f"{self.dataset}: nothing dropped"
-        text += "".join(f". {n}" for n in self.notes)
+        text += "".join(f". {n}" for n in [*self.notes, *self.facts])
         if limit is not None and self.full_list is not None:
             text += f". Every entry is listed in {self.full_list}"
         return text
 
     def resolve(self, on_error: OnError) -> None:
-        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped) or warn once.
+        """Apply the policy: raise :class:`DataError` (``"raise"`` and something was dropped), or warn once if
+        something was dropped or noted, else log the summary at INFO level.
 
         When a reason has more than :data:`SHOWN_ENTRIES` entries, the full summary is first written to
         ``$MUSICFT_CACHE/load_reports/<data set>.txt`` (:attr:`full_list`) and the messages point there.
@@ -124,6 +133,8 @@ class LoadReport:
             raise DataError(self.summary() + " (pass on_error='skip' to drop these entries and go on)")
         if self.dropped or self.notes:
             warnings.warn(self.summary(), stacklevel=3)
+        elif self.facts:
+            logger.info(self.summary())
 
 
 def _full_check(path: str | os.PathLike[str]) -> AudioInfo:

@@ -6,31 +6,31 @@ of the same name (wav/flac/mp3/ogg in ``audio_dir``) or, failing that, its MIDI 
 audio by :mod:`finetune.data.render` (cached on disk). Name matching ignores surrounding whitespace (one official
 MIDI file name starts with a space).
 
-Folds (``fold``), each a fixed test set plus ``n_folds``-fold cross-validation over the rest, as in the official
-repository (JonghoKimSNU/PercePiano, ``virtuoso/.../m2pf_dataset_{compositionfold,performerfold}.py``):
+Folds (``fold``) are the protocols of :mod:`finetune.data.percepiano_folds`: ``performer`` (player-disjoint),
+``excerpt`` (excerpt-disjoint, what this loader called ``piece`` before: other excerpts of a test piece are
+trained on), ``composition`` (piece-disjoint: no movement or variation in two splits), PercePiano's own
+``performer_official`` and ``excerpt_official``, and ``random``. Each is a fixed test set plus ``n_folds``-fold
+cross-validation over the rest; the validation set is fold ``fold_index``. Folds are drawn over every labelled
+segment with a file, before audio is checked, so one unreadable file does not move the others.
 
-- ``"piece"``: groups are musical excerpts, i.e. the segment name without its performer field
-  (``<piece>_<N>bars_<segment>``): every performance of an excerpt is in one part, as the official
-  ``composition4fold`` split groups them. Seeded random groups form the test set until it holds 15% of the
-  segments (the official rule); the other groups are dealt into folds. The official lists came from an unseeded
-  directory listing, so the same rule gives different (equally valid) lists here.
-- ``"performer"``: groups are the player ids of the labels. The official ``performer4fold`` code groups by the
-  file name's performer field, which names a different person in different pieces (player 0 is field ``1`` in the
-  Beethoven files and ``Score`` elsewhere), so its folds put some players in both training and test data; grouping
-  by the player id keeps every player in one part. Test set and folds as for ``"piece"``.
-- ``"random"``: every segment is its own group.
+Rendering: MIDI files without audio are rendered with a SoundFont (``soundfont``: any ``.sf2``; by default
+pretty_midi's TimGM6mb, whose piano is muffled: almost no energy above 4 kHz) and cached per sound font and file
+under ``$MUSICFT_CACHE/percepiano_render``. The load report (logged, and each split's ``info.description``) gives
+the font and the spectrum of its renders (:class:`~finetune.data.spectrum.Spectrum`).
 
-The validation set is fold ``fold_index``; the test set does not change with ``fold_index``.
+Loading is quiet when nothing is wrong: facts (the 13 unlabelled MIDI files of the official release, the file name
+that begins with a space, the font and its spectrum) are logged at INFO level; a ``UserWarning`` means something
+was dropped or is missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets import DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
@@ -41,9 +41,18 @@ from heads.rating import PERCEPIANO_DIMENSIONS
 from heads.tasks import RATING
 
 from .lazy import DataError, LoadReport, OnError, build_splits, check_on_error, scan_audio
+from .percepiano_folds import (
+    FOLD_PROTOCOLS,
+    Segment,
+    check_fold_arguments,
+    fold_protocol,
+    known_fold_names,
+    parse_segment_name,
+    split_segments,
+)
 from .registry import DataConfig, TaskData, register_dataset, required_path
-from .render import render_many
-from .splits import check_disjoint, holdout_kfold
+from .render import RenderSettings, render_info, render_many
+from .spectrum import Spectrum
 
 __all__ = [
     "LABELS_FILE",
@@ -56,21 +65,17 @@ __all__ = [
 ]
 
 _AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
-_NAME = re.compile(r"^(?P<piece>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>\d+)$")
 _N = len(PERCEPIANO_DIMENSIONS)
-_TEST_FRACTION = 0.15  # the official scripts' held-out share
 
 
-def parse_segment_name(name: str) -> dict[str, str]:
-    """Split ``<piece>_<N>bars_<performer>_<segment>`` into its fields plus ``excerpt`` (the name minus performer).
-
-    Raises:
-        ValueError: the name does not have that form.
-    """
-    m = _NAME.match(name.strip())
-    if m is None:
-        raise ValueError(f"segment name {name!r} is not of the form <piece>_<N>bars_<performer>_<segment>")
-    return {**m.groupdict(), "excerpt": f"{m['piece']}_{m['bars']}bars_{m['segment']}"}
+def _read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON in ``path``, or :class:`DataError` naming the file when it is not valid JSON (e.g. truncated)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{path} is not valid JSON ({e}); the {what} file may be truncated or damaged: download it again"
+        ) from e
 
 
 def read_labels(
@@ -79,8 +84,11 @@ def read_labels(
     """Read the official label JSON: name -> (19 ratings in (0, 1], player id).
 
     Names lose surrounding whitespace. A bad entry maps to None and is recorded in ``report`` with its reason.
+
+    Raises:
+        DataError: the file is not valid JSON, is not a JSON object, or labels a segment twice.
     """
-    raw = json.loads(Path(path).read_text())
+    raw = _read_json(path, "label")
     if not isinstance(raw, dict):
         raise DataError(f"{path} must hold a JSON object of segment name -> [19 ratings, player id]")
     out: dict[str, tuple[list[float], int] | None] = {}
@@ -106,7 +114,7 @@ def read_labels(
 def _index(
     folder: str | os.PathLike[str] | None, suffixes: Sequence[str], report: LoadReport
 ) -> dict[str, Path]:
-    """Files of ``folder`` by name without suffix and surrounding whitespace (noted when that mattered)."""
+    """Files of ``folder`` by name without suffix and surrounding whitespace (recorded when that mattered)."""
     if folder is None:
         return {}
     folder = Path(folder).expanduser()
@@ -124,21 +132,17 @@ def _index(
             raise DataError(f"two files for segment {key!r} in {folder}: {out[key].name!r} and {path.name!r}")
         out[key] = path
     if padded:
-        report.note(
+        report.inform(
             f"{len(padded)} file name(s) in {folder} matched after stripping whitespace: {', '.join(padded)}"
         )
     return out
-
-
-# fold kind -> the column whose values are kept together in one part
-_FOLD_GROUP = {"performer": "player", "piece": "excerpt", "random": "name"}
 
 
 def load_percepiano(
     labels: str | os.PathLike[str],
     midi_dir: str | os.PathLike[str] | None = None,
     audio_dir: str | os.PathLike[str] | None = None,
-    fold: str = "piece",
+    fold: str = "excerpt",
     fold_index: int = 0,
     n_folds: int = 4,
     seed: int = 0,
@@ -159,22 +163,28 @@ def load_percepiano(
         labels: the official mean-rating JSON.
         midi_dir: folder of performance MIDI files, rendered for segments without audio.
         audio_dir: folder of audio files named like the segments.
-        fold: ``"piece"``, ``"performer"`` or ``"random"`` (see the module docstring).
+        fold: a protocol of :mod:`finetune.data.percepiano_folds`: ``"performer"``, ``"performer_official"``,
+            ``"excerpt"``, ``"excerpt_official"``, ``"composition"`` or ``"random"`` (``"piece"``, the old name
+            of ``"excerpt"``, still works and warns).
         fold_index: which of the ``n_folds`` folds is the validation set.
-        n_folds: number of cross-validation folds (the paper uses 4).
-        seed: seed of the test-set draw and of the fold order.
+        n_folds: number of cross-validation folds (the paper uses 4; the official protocols need 4).
+        seed: seed of the test-set draw and of the fold order (the official protocols have their own).
         sample_rate: decode (and render) at this rate; None decodes at each file's rate and renders at 22050 Hz.
-        render_cache: folder for rendered audio; None uses ``cache_dir()/percepiano_render``.
-        soundfont: ``.sf2`` for rendering; None uses pretty_midi's General MIDI font.
+        render_cache: folder for rendered audio; None uses ``cache_dir()/percepiano_render`` (``$MUSICFT_CACHE``).
+        soundfont: any ``.sf2`` to render with; None uses pretty_midi's General MIDI font (TimGM6mb).
         std_labels: the official rating standard-deviation JSON (optional).
         on_error: ``"skip"`` or ``"raise"`` for bad labels, unrenderable MIDI and unreadable or short audio.
         min_duration: audio shorter than this many seconds counts as bad.
         full_check: decode every file once at load time instead of reading headers only (slower; then no file can
             fail mid-epoch).
         render_workers: processes used to render MIDI.
+
+    Raises:
+        DataError: a label file is not valid JSON or is ambiguous; with ``on_error="raise"``, any bad entry.
+        ValueError: unknown ``fold``, bad ``n_folds``/``fold_index``, or neither ``audio_dir`` nor ``midi_dir``.
     """
-    if fold not in _FOLD_GROUP:
-        raise ValueError(f"fold must be one of {sorted(_FOLD_GROUP)}, got {fold!r}")
+    protocol = fold_protocol(fold)  # an unknown fold fails (and a renamed one warns) before any work
+    check_fold_arguments(protocol, n_folds, fold_index)
     if midi_dir is None and audio_dir is None:
         raise ValueError("pass audio_dir (audio files) and/or midi_dir (MIDI files to render)")
     check_on_error(on_error)
@@ -182,48 +192,74 @@ def load_percepiano(
     labelled = read_labels(labels, report)
     stds = _read_stds(std_labels) if std_labels is not None else None
     audio, midi = _index(audio_dir, _AUDIO_SUFFIXES, report), _index(midi_dir, (".mid", ".midi"), report)
-    _note_unmatched(labelled, set(audio) | set(midi), report)
-    rows = []
+    _record_unmatched(labelled, set(audio) | set(midi), report)
+    rows, segments = [], []
     for name, label in sorted(labelled.items()):
-        if label is None or (name not in audio and name not in midi):
+        source = audio.get(name) or midi.get(name)
+        if label is None or source is None:
             continue
         ratings, player = label
         try:
-            fields = parse_segment_name(name)
+            segment = Segment.from_name(source.stem, player)
         except ValueError as e:
             report.drop("unrecognised segment name", name, str(e))
             continue
         if stds is not None and name not in stds:
             report.drop("no standard-deviation entry", name)
             continue
+        fields = {k: getattr(segment, k) for k in ("piece", "excerpt", "performer")}
         row = {"name": name, "path": audio.get(name), "ratings": ratings, "player": player, **fields}
         rows.append(row | ({"ratings_std": stds[name]} if stds is not None else {}))
-    _render_missing(rows, midi, render_cache, sample_rate, soundfont, render_workers, report)
-    rows = [r for r in rows if r["path"] is not None]
-    keep = scan_audio([r["path"] for r in rows], [r["name"] for r in rows], report, min_duration, full_check)
-    report.resolve(on_error)
-    rows = [r for r, k in zip(rows, keep) if k]
+        segments.append(segment)
     if not rows:
+        raise DataError(f"no labelled PercePiano segment has an audio or MIDI file ({report.summary()})")
+    try:
+        folds = split_segments(segments, protocol.name, n_folds, fold_index, seed)
+    except ValueError as e:  # too few groups: say what was found
+        raise DataError(
+            f"cannot split {len(segments)} segment(s) into {protocol.name} folds: {e} ({report.summary()})"
+        ) from e
+    if folds.left_out:
+        named = [f"{rows[i]['name']} ({why})" for i, why in sorted(folds.left_out.items())]
+        report.inform(
+            f"{len(named)} segment(s) are in none of the {protocol.name} splits: {', '.join(named)}"
+        )
+    wanted = sorted(i for part in folds.as_dict().values() for i in part)
+    _render_missing(
+        [rows[i] for i in wanted], midi, render_cache, sample_rate, soundfont, render_workers, report
+    )
+    present = [i for i in wanted if rows[i]["path"] is not None]
+    keep = scan_audio(
+        [rows[i]["path"] for i in present],
+        [rows[i]["name"] for i in present],
+        report,
+        min_duration,
+        full_check,
+    )
+    usable = {i for i, k in zip(present, keep) if k}
+    report.resolve(on_error)
+    splits = {k: [i for i in v if i in usable] for k, v in folds.as_dict().items()}
+    if not any(splits.values()):
         raise DataError(f"no labelled PercePiano segment has usable audio ({report.summary()})")
-    groups = [str(r[_FOLD_GROUP[fold]]) for r in rows]
-    splits = holdout_kfold(groups, n_folds, fold_index, _TEST_FRACTION, seed)
-    check_disjoint({k: [groups[i] for i in idx] for k, idx in splits.items()}, what=f"{fold} group")
     return build_splits(*_columns(rows, stds is not None), splits, report, sample_rate)
 
 
 def _read_stds(path: str | os.PathLike[str]) -> dict[str, list[float]]:
-    raw = json.loads(Path(path).read_text())
+    raw = _read_json(path, "standard-deviation")
+    if not isinstance(raw, dict):
+        raise DataError(f"{path} must hold a JSON object of segment name -> [{_N} standard deviations, ...]")
     bad = [k for k, v in raw.items() if not (isinstance(v, list) and len(v) >= _N)]
     if bad:
         raise DataError(f"{path}: {len(bad)} entries lack {_N} standard deviations: {', '.join(bad[:10])}")
     return {k.strip(): [float(x) for x in v[:_N]] for k, v in raw.items()}
 
 
-def _note_unmatched(labelled: dict, files: set[str], report: LoadReport) -> None:
+def _record_unmatched(labelled: dict, files: set[str], report: LoadReport) -> None:
+    """Unlabelled files are a fact of the official release (logged); labelled segments without a file are not."""
     unlabelled = sorted(files - set(labelled))
     missing = sorted(set(labelled) - files)
     if unlabelled:
-        report.note(f"{len(unlabelled)} file(s) have no label and are left out: {', '.join(unlabelled)}")
+        report.inform(f"{len(unlabelled)} file(s) have no label and are left out: {', '.join(unlabelled)}")
     if missing:
         shown = ", ".join(missing[:20]) + (f", ... (+{len(missing) - 20} more)" if len(missing) > 20 else "")
         report.note(f"{len(missing)} labelled segment(s) have no audio or MIDI file: {shown}")
@@ -238,17 +274,31 @@ def _render_missing(
     workers: int,
     report: LoadReport,
 ) -> None:
-    """Fill in ``path`` of rows without audio by rendering their MIDI file (cached)."""
+    """Fill in ``path`` of rows without audio by rendering their MIDI file (cached); record font and spectrum."""
     todo = [r for r in rows if r["path"] is None]
     if not todo:
         return
     target = Path(render_cache) if render_cache is not None else cache_dir() / "percepiano_render"
-    results = render_many([midi[r["name"]] for r in todo], target, sample_rate or 22050, soundfont, workers)
+    settings = RenderSettings.of(sample_rate or 22050, soundfont)
+    results = render_many([midi[r["name"]] for r in todo], target, settings, workers)
+    rendered = []
     for row, result in zip(todo, results):
         if isinstance(result, Exception):
             report.drop("unrenderable MIDI", row["name"], str(result))
         else:
             row["path"] = result
+            rendered.append((row["name"], render_info(result)))
+    if rendered:
+        spec = Spectrum.pooled(info.spectrum for _, info in rendered)
+        report.inform(
+            f"{len(rendered)} segment(s) rendered from MIDI with {settings.font_label} at "
+            f"{settings.sample_rate} Hz: {spec.describe()}"
+        )
+        clipped = [f"{name} ({info.peak:.2f})" for name, info in rendered if info.peak > 1.0]
+        if clipped:
+            report.note(
+                f"{len(clipped)} render(s) clipped at full scale (peak before clipping): {', '.join(clipped)}"
+            )
 
 
 def _columns(rows: list[dict], with_std: bool) -> tuple[dict[str, list], Features]:
@@ -282,8 +332,12 @@ class PercePianoConfig(DataConfig):
         labels: the mean-rating JSON; None uses ``root/`` + :data:`LABELS_FILE`.
         audio_dir: audio files; None uses ``root``.
         midi_dir: MIDI files; None uses ``root/midi`` if it exists, else ``root``.
-        fold, fold_index, n_folds, render_cache, soundfont, std_labels, on_error, min_duration, full_check,
-            render_workers: as in :func:`load_percepiano`.
+        fold: the fold protocol (``performer``, ``performer_official``, ``excerpt``, ``excerpt_official``,
+            ``composition``, ``random``).
+        soundfont: any ``.sf2`` to render MIDI with (e.g. ``/usr/share/sounds/sf2/FluidR3_GM.sf2``); None uses
+            pretty_midi's TimGM6mb.
+        fold_index, n_folds, render_cache, std_labels, on_error, min_duration, full_check, render_workers: as in
+            :func:`load_percepiano`.
     """
 
     name: str = "percepiano"
@@ -304,10 +358,10 @@ class PercePianoConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fold not in _FOLD_GROUP:
+        if self.fold not in known_fold_names():  # the current names are offered, not the renamed ones
             raise ValueError(
-                f"fold must be one of {', '.join(_FOLD_GROUP)}, got {self.fold!r}"
-                + did_you_mean(self.fold, _FOLD_GROUP)
+                f"fold must be one of {', '.join(FOLD_PROTOCOLS)}, got {self.fold!r}"
+                + did_you_mean(self.fold, FOLD_PROTOCOLS)
             )
 
 

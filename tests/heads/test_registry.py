@@ -36,7 +36,8 @@ def test_all_heads_are_registered() -> None:
 
 def test_unknown_head_lists_the_known_ones() -> None:
     with pytest.raises(
-        KeyError, match="unknown head 'transformer'. Known heads: attention, crnn, hybrid, linear, mlp, rating"
+        KeyError,
+        match="unknown head 'transformer'. Known heads: attention, crnn, hybrid, linear, mlp, rating",
     ):
         build_head("transformer", 8, num_outputs=2)
 

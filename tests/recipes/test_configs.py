@@ -47,7 +47,7 @@ def test_the_config_grid_is_complete() -> None:
     for bb in BACKBONES:
         for mode in MODES:
             expected |= {f"genre_{bb}_{mode}", f"genre_synthetic_{bb}_{mode}", f"piano_synthetic_{bb}_{mode}"}
-            expected |= {f"piano_{bb}_{mode}_piece", f"piano_{bb}_{mode}_performer"}
+            expected |= {f"piano_{bb}_{mode}_excerpt", f"piano_{bb}_{mode}_performer"}
             expected |= {f"tagging_{bb}_{mode}_{data}" for data in TAGGING_DATA}
     assert {p.stem for p in CONFIGS} == expected
     assert {p.name for p in ALL_CONFIGS} - {p.name for p in CONFIGS} == {
@@ -193,7 +193,7 @@ def test_unknown_keys_and_wrong_types_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     ("config", "key"),
-    [("genre_cnn14_linear", "data.root"), ("piano_cnn14_linear_piece", "data.root")],
+    [("genre_cnn14_linear", "data.root"), ("piano_cnn14_linear_excerpt", "data.root")],
 )
 def test_real_data_placeholders_fail_clearly(config: str, key: str) -> None:
     cfg = load_config(CONFIG_DIR / f"{config}.yaml")

@@ -106,8 +106,8 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
             "data: split must be one of fault_filtered, random, kfold, got 'kfol' (did you mean 'kfold'?)",
         ),
         (
-            {"name": "percepiano", "fold": "pieces"},
-            "data: fold must be one of performer, piece, random, got 'pieces' (did you mean 'piece'?)",
+            {"name": "percepiano", "fold": "perfomer"},
+            "data: fold must be one of performer, excerpt, composition, random, performer_official, excerpt_official, got 'perfomer' (did you mean 'performer'?)",
         ),
         ({"name": "fma", "subset": "large"}, "data: subset must be 'small' or 'medium', got 'large'"),
         ({"name": "gtzan", "crops_per_track": 0}, "data: crops_per_track must be >= 1, got 0"),
