@@ -3,7 +3,8 @@
 The model and training sections come from ``recipes/configs/`` (the task's :attr:`~.tasks.BenchmarkTask.
 recipe_config` pattern, e.g. ``genre_synthetic_cnn14_lora.yaml``); the suite overrides the backbone, its
 checkpoint, the seed, the output folder, the number of outputs (from the data), the selection metric (the task's
-headline metric), and on request the steps and data-loading workers. The data, window and crops are the task's,
+headline metric), and on request the steps (``eval_every`` and ``save_every`` scaled alike, so a shorter run
+evaluates as often) and the data-loading workers. The data, window and crops are the task's,
 not the config's data section. The loop selects its best checkpoint on the validation split; the cell then
 predicts the validation clips (for calibration) and the test clips with that checkpoint, and deletes the
 intermediate training checkpoints (the best model stays in the cell's ``train/best``).
@@ -98,8 +99,11 @@ def _adapt(
         "progress": opts.progress,
         "batch_size": min(cfg.train.batch_size, len(fold.train)),
     }
-    if opts.steps is not None:
+    if opts.steps is not None:  # keep the recipe's number of evaluations and checkpoints
+        scale = opts.steps / cfg.train.max_steps
         changes["max_steps"] = opts.steps
+        changes["eval_every"] = max(1, round(cfg.train.eval_every * scale))
+        changes["save_every"] = max(1, round(cfg.train.save_every * scale))
     if opts.workers is not None:
         changes["num_workers"] = opts.workers
     if opts.device == "cpu" or not torch.cuda.is_available():
@@ -180,7 +184,10 @@ def finetune_cell(
         **held_out,
         "info": {
             "recipe_config": name,
-            "config": to_dict(cfg),
+            "config": {  # the data section is the task's, not the config's
+                "model": to_dict(cfg.model),
+                "train": {**to_dict(cfg.train), "output_dir": "train"},
+            },
             "best_step": result.best_step,
             "steps": result.step,
             "window_seconds": window,

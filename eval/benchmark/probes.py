@@ -28,6 +28,7 @@ from backbones.config import StrictConfig
 from heads.tasks import Task
 
 from .features import stack_crops
+from .scoring import task_loss
 
 __all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeData", "clip_mean", "select_probe"]
 
@@ -240,10 +241,10 @@ def _fit_mlp(
             optimiser.zero_grad()
             loss_fn(net(x[idx]), y[idx]).backward()
             optimiser.step()
-        value = _score(probe, validation, task, metric)
-        if task.is_better(metric, value, best):
+        score = _score(probe, validation, task, metric)
+        if _improves(task, metric, score, best):
             best, best_state, probe.best_epoch = (
-                value,
+                score,
                 {k: v.clone() for k, v in net.state_dict().items()},
                 epoch,
             )
@@ -291,8 +292,17 @@ PROBES: Mapping[str, ProbeFamily] = MappingProxyType(
 )
 
 
-def _score(probe: Probe, data: ProbeData, task: Task, metric: str) -> float:
-    return float(task.metrics(probe.predict(data), data.targets)[metric])
+def _score(probe: Probe, data: ProbeData, task: Task, metric: str) -> tuple[float, float]:
+    """(``metric``, task loss) of ``probe`` on ``data``."""
+    pred = probe.predict(data)
+    return float(task.metrics(pred, data.targets)[metric]), task_loss(task, pred, data.targets)
+
+
+def _improves(task: Task, metric: str, score: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """Better ``metric``, or the same value and a lower loss (accuracy on a small validation set ties often)."""
+    if best is None or task.is_better(metric, score[0], best[0]):
+        return True
+    return score[0] == best[0] and score[1] < best[1]
 
 
 def select_probe(
@@ -306,7 +316,8 @@ def select_probe(
 ) -> tuple[Probe, dict[str, Any]]:
     """Fit every grid point of probe ``kind`` on ``train``, keep the best on ``validation`` by ``metric``.
 
-    Ties keep the earlier grid point (the stronger regularisation). There is deliberately no test argument.
+    A tie on ``metric`` goes to the lower validation loss, then to the earlier grid point (the stronger
+    regularisation). There is deliberately no test argument.
 
     Returns:
         The chosen probe and a record: the grid with each point's validation score, and the chosen point.
@@ -324,17 +335,17 @@ def select_probe(
         )
     config = config or ProbeConfig()
     family = PROBES[kind]
-    best: tuple[float, Probe, dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], Probe, dict[str, Any]] | None = None
     grid = []
     for params in family.grid(config, task):
         probe = family.fit(params, train, validation, task, metric, config, seed)
-        value = _score(probe, validation, task, metric)
-        point = {**params, "validation": value}
+        score = _score(probe, validation, task, metric)
+        point = {**params, "validation": score[0], "validation_loss": score[1]}
         if isinstance(probe, _TorchProbe):
             point["epoch"] = probe.best_epoch
         grid.append(point)
-        if best is None or task.is_better(metric, value, best[0]):
-            best = (value, probe, point)
+        if _improves(task, metric, score, best[0] if best is not None else None):
+            best = (score, probe, point)
     assert best is not None
-    logger.info("%s probe: chose %s (validation %s %.4f)", kind, best[2], metric, best[0])
+    logger.info("%s probe: chose %s (validation %s %.4f)", kind, best[2], metric, best[0][0])
     return best[1], {"kind": kind, "metric": metric, "grid": grid, "chosen": best[2]}

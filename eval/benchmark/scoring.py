@@ -29,6 +29,7 @@ __all__ = [
     "bootstrap",
     "calibration_scores",
     "score_predictions",
+    "task_loss",
 ]
 
 # metric(predictions [R, n, C], targets [R, n] or [R, n, C]) -> [R]
@@ -164,6 +165,13 @@ def binary_ece(probs: np.ndarray, outcomes: np.ndarray, n_bins: int = 15) -> flo
         if sel.any():
             total += sel.mean() * abs(o[sel].mean() - p[sel].mean())
     return float(total)
+
+
+def task_loss(task: Task, predictions: np.ndarray, targets: np.ndarray) -> float:
+    """The task's loss of per-clip predictions: NLL (softmax or per-tag sigmoid) or the mean squared error."""
+    if not task.is_classification:
+        return float(((np.asarray(predictions, np.float64) - targets) ** 2).mean())
+    return _nll(task, predictions, targets)
 
 
 def _nll(task: Task, logits: np.ndarray, targets: np.ndarray) -> float:
