@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals")
     p.add_argument("--cache", help="feature cache folder (default $MUSICFT_CACHE/benchmark_features)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the baseline rows")
+    p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list", action="store_true", help="list the registered tasks and modes, then exit")
     return p
@@ -162,6 +163,7 @@ def _options(
             cache=Path(args.cache) if args.cache else None,
             baselines=not args.no_baselines,
             probe=probe,
+            plots=not args.no_plots,
             progress=not args.no_progress,
             command=shlex.join(
                 ["python", "-m", "eval", "benchmark", *(argv if argv is not None else sys.argv[2:])]

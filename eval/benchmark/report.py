@@ -200,7 +200,7 @@ def write_report(options: BenchmarkOptions, entries: Sequence[Mapping[str, Any]]
     summary = summarise(run_dir, entries, options.bootstrap)
     tasks = {t.name: t for t in options.tasks}
     plots: dict[str, list[str]] = {}
-    for task_name, rows in summary.items():
+    for task_name, rows in summary.items() if options.plots else ():
         ok = [e for e in entries if e["task"] == task_name and e["status"] == "ok"]
         files = plot_task(run_dir, tasks[task_name], rows, ok, _slug)
         plots[task_name] = [str(p.relative_to(run_dir)) for p in files]

@@ -70,6 +70,7 @@ class BenchmarkOptions:
         cache: feature cache folder (None: ``$MUSICFT_CACHE/benchmark_features``).
         baselines: whether to add the tasks' baseline rows.
         probe: the probes' hyper-parameter grids.
+        plots: draw the figures.
         progress: show progress bars.
         command: the command line, recorded in the results.
     """
@@ -90,6 +91,7 @@ class BenchmarkOptions:
     cache: Path | None = None
     baselines: bool = True
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    plots: bool = True
     progress: bool = True
     command: str = ""
 

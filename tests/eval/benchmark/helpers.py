@@ -6,17 +6,13 @@ targets are its tone's loudness and pitch (scaled to [0, 1]). Everything follows
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
-import pytest
 
-from eval.benchmark import tasks as bench_tasks
-from eval.benchmark.tasks import BenchmarkTask, register_benchmark_task
-from finetune.data import registry
-from finetune.data.registry import DataConfig, TaskData, register_dataset
+from eval.benchmark.tasks import BenchmarkTask
+from finetune.data.registry import DataConfig, TaskData
 from heads.tasks import MULTI_LABEL, RATING, SINGLE_LABEL
 
 TONES = (220.0, 440.0, 880.0)
@@ -88,18 +84,3 @@ def tones_task(name: str = "tones", kind: str = "single", **settings: object) ->
         recipe_config=f"{recipe}_synthetic_{{family}}_{{mode}}.yaml",
         description="test tones",
     )
-
-
-@pytest.fixture
-def tones() -> Iterator[None]:
-    """Register ``bench_tones`` and the benchmark tasks ``tones``, ``tones_multi`` and ``tones_rating``."""
-    saved_data, saved_tasks = dict(registry._DATASETS), dict(bench_tasks._TASKS)
-    register_dataset("bench_tones", TonesConfig)(build_tones)
-    register_benchmark_task(tones_task())
-    register_benchmark_task(tones_task("tones_multi", "multi"))
-    register_benchmark_task(tones_task("tones_rating", "rating"))
-    yield
-    registry._DATASETS.clear()
-    registry._DATASETS.update(saved_data)
-    bench_tasks._TASKS.clear()
-    bench_tasks._TASKS.update(saved_tasks)
