@@ -6,6 +6,10 @@ pooled over seeds and folds (:func:`bootstrap`, several groups), each replicate 
 within that fold and averages the metric over all (seed, fold) cells, so the interval reflects the finite test
 sets while the standard deviation over cells reflects training randomness and fold choice. The resampled metrics
 are vectorised numpy re-implementations of the task metrics in :mod:`heads.metrics` (tests check they agree).
+
+The intervals are plain percentile intervals. With a handful of test clips a resample repeats clips and so holds
+less target variance, which drags R2 down: the R2 interval of a tiny test set leans low and may even miss the
+estimate. It then says more about the test set's size than about the model.
 """
 
 from __future__ import annotations
