@@ -17,6 +17,7 @@ validation) and 95% bootstrap intervals over test clips (:mod:`.scoring`); the r
 :mod:`.plots`) gives mean ± std over seeds and folds with pooled intervals. Runs resume cell by cell
 (:mod:`.runner`). Built on the public API of ``backbones``, ``heads`` and ``finetune`` only.
 
+>>> from pathlib import Path
 >>> from eval.benchmark import BenchmarkOptions, get_benchmark_task, run_benchmark
 >>> run_benchmark(BenchmarkOptions(["cnn14.tiny"], [get_benchmark_task("synthetic_genres")], ["linear_probe"],
 ...                                [0, 1, 2], Path("runs/bench")))

@@ -49,7 +49,8 @@ BASELINE = "baseline"
 """The backbone column of baseline rows."""
 
 BASELINE_SAMPLE_RATE = 16000
-"""Baselines read every task's audio decoded (or rendered) at this rate, whatever the backbones."""
+"""The rate baselines read audio at when no backbone is benchmarked; otherwise they share the first backbone's
+decoded (or rendered) data, so nothing is decoded or rendered twice (their features resample to 16 kHz)."""
 
 
 @dataclass
@@ -203,9 +204,14 @@ class RunContext:
             raise found
         return found
 
+    def sample_rate(self, cell: Cell) -> int:
+        """The rate a cell's data is decoded at: its backbone's (baselines: the first backbone's)."""
+        backbone = self.options.backbones[0] if cell.is_baseline and self.options.backbones else cell.backbone
+        return BASELINE_SAMPLE_RATE if backbone == BASELINE else get_pretrained_cfg(backbone).sample_rate
+
     def fold(self, cell: Cell) -> Fold:
-        """The cell's fold of its task at the sample rate its backbone (or the baselines) reads."""
-        rate = BASELINE_SAMPLE_RATE if cell.is_baseline else get_pretrained_cfg(cell.backbone).sample_rate
+        """The cell's fold of its task at :meth:`sample_rate`."""
+        rate = self.sample_rate(cell)
         key = (cell.task.name, cell.fold, rate)
         if key not in self._folds:
             fold = get_protocol(cell.task.protocol)(
@@ -247,6 +253,7 @@ class RunContext:
                 "protocol": cell.task.protocol,
             },
             "n_folds": cell.task.n_folds,
+            "sample_rate": self.sample_rate(cell),
             "checkpoint": None if cell.is_baseline else o.checkpoints.get(cell.backbone),
             "limit": o.limit,
             "clips_per_class": o.clips_per_class,
