@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from backbones import list_backbones
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps of lora/full cells (default: the recipe's)")
     p.add_argument("--workers", type=int, help="data-loading workers (capped at the core count)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 is fastest for small models on a busy CPU)"
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the intervals")
     p.add_argument("--cache", help="feature cache folder (default $MUSICFT_CACHE/benchmark_features)")
     p.add_argument("--no-baselines", action="store_true", help="leave out the baseline rows")
@@ -197,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = _options(parser, args, argv)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     payload = run_benchmark(options)
     failed = [c for c in payload["cells"] if c["status"] != "ok"]
     done = len(payload["cells"]) - len(failed)

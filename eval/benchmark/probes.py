@@ -28,7 +28,7 @@ from backbones.config import StrictConfig
 from heads.tasks import Task
 
 from .features import stack_crops
-from .scoring import task_loss
+from .scoring import BOOTSTRAP_METRICS, task_loss
 
 __all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeData", "clip_mean", "select_probe"]
 
@@ -295,7 +295,13 @@ PROBES: Mapping[str, ProbeFamily] = MappingProxyType(
 def _score(probe: Probe, data: ProbeData, task: Task, metric: str) -> tuple[float, float]:
     """(``metric``, task loss) of ``probe`` on ``data``."""
     pred = probe.predict(data)
-    return float(task.metrics(pred, data.targets)[metric]), task_loss(task, pred, data.targets)
+    fast = BOOTSTRAP_METRICS[task.name].get(metric)  # the same values as task.metrics, without scikit-learn
+    value = (
+        fast(pred[None], data.targets[None])[0]
+        if fast is not None
+        else task.metrics(pred, data.targets)[metric]
+    )
+    return float(value), task_loss(task, pred, data.targets)
 
 
 def _improves(task: Task, metric: str, score: tuple[float, float], best: tuple[float, float] | None) -> bool:

@@ -24,7 +24,7 @@ def test_the_documented_command_runs_end_to_end(tmp_path: Path) -> None:
         "--out", str(out),
         # small: 3 clips per style of 1 s, one seed, few resamples, a short MLP grid
         "--seeds", "1", "--clips-per-class", "3", "--data", "clip_seconds=1.0", "--data", "crop_seconds=0.5",
-        "--bootstrap", "100", "--probe", "mlp_hidden=[32]", "--probe", "mlp_epochs=5", "--no-progress", "--no-plots",
+        "--bootstrap", "100", "--probe", "mlp_hidden=[32]", "--probe", "mlp_epochs=5", "--threads", "1", "--no-progress", "--no-plots",
     ]  # fmt: skip
     env = {**os.environ, "MUSICFT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
