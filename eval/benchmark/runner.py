@@ -182,9 +182,12 @@ class RunContext:
         self.device = (
             options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         )
-        self._data: dict[tuple[str, str, int], TaskData | Exception] = {}
-        self._folds: dict[tuple[str, int, int], Fold] = {}
-        self._features: dict[tuple[str, str, int], BackboneFeatures] = {}
+        # the current task's data and folds, and the current backbone: cells come grouped, so one of each
+        # is enough, and a large grid does not hold every data set and backbone in memory
+        self._task: str | None = None
+        self._data: dict[tuple[str, int], TaskData | Exception] = {}
+        self._folds: dict[tuple[int, int], Fold] = {}
+        self._features: tuple[tuple[str, str, int], BackboneFeatures] | None = None
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.run_dir / "cells" / cell.path
@@ -192,7 +195,8 @@ class RunContext:
     def data(self, task: BenchmarkTask, overrides: Mapping[str, Any], sample_rate: int) -> TaskData:
         """The task's data set with ``overrides``, at ``sample_rate``; built once per run (a failed build is
         remembered and raised again)."""
-        key = (task.name, json.dumps(dict(overrides), sort_keys=True), sample_rate)
+        self._enter(task)
+        key = (json.dumps(dict(overrides), sort_keys=True), sample_rate)
         if key not in self._data:
             try:
                 config = DataConfig.from_dict({"name": task.dataset, **task.settings, **overrides}, "data")
@@ -204,6 +208,10 @@ class RunContext:
             raise found
         return found
 
+    def _enter(self, task: BenchmarkTask) -> None:
+        if task.name != self._task:
+            self._task, self._data, self._folds = task.name, {}, {}
+
     def sample_rate(self, cell: Cell) -> int:
         """The rate a cell's data is decoded at: its backbone's (baselines: the first backbone's)."""
         backbone = self.options.backbones[0] if cell.is_baseline and self.options.backbones else cell.backbone
@@ -212,7 +220,8 @@ class RunContext:
     def fold(self, cell: Cell) -> Fold:
         """The cell's fold of its task at :meth:`sample_rate`."""
         rate = self.sample_rate(cell)
-        key = (cell.task.name, cell.fold, rate)
+        self._enter(cell.task)
+        key = (cell.fold, rate)
         if key not in self._folds:
             fold = get_protocol(cell.task.protocol)(
                 cell.task, lambda overrides: self.data(cell.task, overrides, rate), cell.fold
@@ -231,11 +240,12 @@ class RunContext:
         """The cell's frozen-backbone featurizer (random weights differ per seed; a checkpoint's do not)."""
         checkpoint = self.checkpoints.get(cell.backbone)
         key = (cell.task.name, cell.backbone, cell.seed if checkpoint is None else -1)
-        if key not in self._features:
-            self._features[key] = BackboneFeatures(
+        if self._features is None or self._features[0] != key:
+            features = BackboneFeatures(
                 cell.backbone, checkpoint, {}, cell.task.settings, seed=cell.seed, device=self.device
             )
-        return self._features[key]
+            self._features = (key, features)
+        return self._features[1]
 
     def checkpoint_sha256(self, backbone: str) -> str | None:
         checkpoint = self.checkpoints.get(backbone)
