@@ -48,6 +48,7 @@ def test_every_loader_registers_its_data_set() -> None:
         "percepiano",
         "synthetic_genres",
         "synthetic_piano",
+        "synthetic_tags",
     ]
     configs = {name: entry.config_cls for name, entry in DATASETS.items()}
     assert configs["gtzan"] is GTZANConfig and configs["percepiano"] is PercePianoConfig
@@ -98,7 +99,7 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
         (
             {"name": "gtzn"},
             "data.name: unknown data set 'gtzn' (did you mean 'gtzan'?); known: fma, folder, gtzan, "
-            "magnatagatune, manifest, mtg_jamendo, percepiano, synthetic_genres, synthetic_piano",
+            "magnatagatune, manifest, mtg_jamendo, percepiano, synthetic_genres, synthetic_piano, synthetic_tags",
         ),
         ({"name": 3}, "data.name: expected str, got 3"),
         (
