@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
 from .frontends import PannsLogMel
+from .geometry import StreamGeometry
 from .state_dict import CheckpointError
 
 __all__ = ["Cnn14", "CNN14_CFGS", "build_cnn14"]
@@ -238,6 +239,19 @@ class Cnn14(Backbone):
                 f"{_N_POOLS} poolings, got {waveform.shape[-1]}"
             )
         return super().forward(waveform, output_hidden_states=output_hidden_states)
+
+    def stream_geometry(self) -> StreamGeometry:
+        """Centred, reflect-padded STFT frames; a token column is block 1's pooled output over 2 frames, whose
+        two zero-padded 3x3 convolutions read 2 frames beyond them on each side (6 frames from ``2c - 2``)."""
+        return StreamGeometry.of_frontend(
+            self.frontend,
+            column_stride=self.token_stride,
+            column_pad=2,
+            column_span=6,
+            min_tokenize_frames=self.time_reduction,
+            min_frames=self.time_reduction,
+            max_samples=None,
+        )
 
     def tokenize(self, frames: Tensor) -> Tensor:
         """bn0 (per mel bin, applied through transposes as in the original), SpecAugment when enabled and
