@@ -294,6 +294,15 @@ class Cnn14(Backbone):
             x = block(F.dropout(x, self.dropout, self.training))
             if output_hidden_states:
                 hidden.append(x.mean(dim=3).transpose(1, 2))
+        return self.summarize(x, tuple(hidden) if output_hidden_states else None)
+
+    def summarize(self, x: Tensor, hidden_states: tuple[Tensor, ...] | None = None) -> BackboneOutput:
+        """The end of :meth:`encode` after the last conv block: dropout, mean over mel, max + mean over time,
+        fc1 + ReLU (and the AudioSet head). Streaming caches that compute the blocks themselves finish here.
+
+        Shapes:
+            x: [B, D, T6, F6] -> pooled [B, D], sequence [B, T6, D].
+        """
         x = F.dropout(x, self.dropout, self.training).mean(dim=3)  # [B, D, T6]
         summary = F.dropout(x.amax(dim=2) + x.mean(dim=2), self.embed_dropout, self.training)
         embedding = F.relu(self.fc1(summary))
@@ -307,7 +316,7 @@ class Cnn14(Backbone):
             sequence=x.transpose(1, 2),
             token_times=centres,
             grid=(x.shape[-1], 1),
-            hidden_states=tuple(hidden) if output_hidden_states else None,
+            hidden_states=hidden_states,
             logits=logits,
         )
 
