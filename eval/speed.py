@@ -14,6 +14,7 @@ SUITES = {
     "frontends": "eval.speed_frontends",
     "backbones": "eval.speed_backbones",
     "training": "eval.speed_training",
+    "streaming": "eval.speed_streaming",
 }
 
 

@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -186,8 +187,8 @@ class StreamingEngine:
     # ------------------------------------------------------------------------------------------ sessions
     @property
     def sessions(self) -> Mapping[str, StreamingSession]:
-        """The open sessions by id (read-only view)."""
-        return dict(self._sessions)
+        """The open sessions by id (a read-only live view)."""
+        return MappingProxyType(self._sessions)
 
     def open_session(
         self, sample_rate: int, channels: int | None = None, session_id: str | None = None
@@ -349,10 +350,10 @@ class StreamingEngine:
             )
         else:
             predictions = self._encoder.run(self, jobs, tokens)
-        outputs = iter(predictions)
+        outputs = iter(torch.cat(predictions).float().cpu())  # one copy to the host for the whole round
         raws = []
         for session, hop in due:
-            values = {spec.seconds: next(outputs)[0].float().cpu() for spec, _ in hop.windows}
+            values = {spec.seconds: next(outputs) for spec, _ in hop.windows}
             raws.append(RawHop(hop.index, session._segment_time(hop.end), values, hop.partial))
         return raws
 
