@@ -181,6 +181,7 @@ class StreamingEngine:
         self._capacity = g.num_columns(g.total_frames(self._longest_samples)) + hop_columns + 2
         self._plans: dict[int, WindowPlan] = {}
         self._postprocess = postprocess
+        self._new_postprocessor("")  # a bad post-processing config fails here, not at the first session
         self._sessions: dict[str, StreamingSession] = {}
         self._opened = 0
 
@@ -338,6 +339,11 @@ class StreamingEngine:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _compute(self, due: list[tuple[StreamingSession, _Hop]]) -> list[RawHop]:
+        if self.model.training:
+            raise RuntimeError(
+                "the model was put in training mode after the engine was built (dropout and PaSST's front-end "
+                "jitter would make every hop random); call model.eval()"
+            )
         if not self.exact_recompute:
             self._advance_columns(due)
         jobs = [

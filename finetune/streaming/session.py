@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +145,7 @@ class StreamingSession:
             StreamError: a negative or non-finite duration, or a closed session.
         """
         self._check_open()
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        if not _is_seconds(seconds):
             raise StreamError(f"session {self.id!r}: gap must be a finite number of seconds, got {seconds!r}")
         if seconds < 0:
             raise StreamError(f"session {self.id!r}: gap must be >= 0 s, got {seconds}")
@@ -302,19 +303,14 @@ class StreamingSession:
         return wave.mean(dim=0, keepdim=True) if wave.shape[0] > 1 else wave
 
     def _check_timestamp(self, timestamp: float | None) -> float:
-        """The gap (s) a chunk's timestamp opens, 0.0 for none, or a :class:`StreamError`."""
-        if timestamp is None or not self._started:
-            if timestamp is not None and not (
-                isinstance(timestamp, int | float) and math.isfinite(timestamp)
-            ):
-                raise StreamError(f"session {self.id!r}: timestamp must be finite seconds, got {timestamp!r}")
+        """The gap (s) a chunk's timestamp opens (0.0 for none; the first timestamp sets the origin), or a
+        :class:`StreamError`."""
+        if timestamp is None:
             return 0.0
-        if (
-            isinstance(timestamp, bool)
-            or not isinstance(timestamp, int | float)
-            or not math.isfinite(timestamp)
-        ):
+        if not _is_seconds(timestamp):
             raise StreamError(f"session {self.id!r}: timestamp must be finite seconds, got {timestamp!r}")
+        if not self._started:
+            return 0.0
         delta, tolerance = float(timestamp) - self.time, self._engine.gap_tolerance_s
         if delta < -tolerance:
             raise StreamError(
@@ -322,6 +318,10 @@ class StreamingSession:
                 f"received ({self.time:.6f} s); timestamps must not go back (tolerance {tolerance} s)"
             )
         return delta if delta > tolerance else 0.0
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _dtype_problem(dtype: object) -> str:

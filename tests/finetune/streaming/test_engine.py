@@ -228,6 +228,16 @@ def test_settings_are_checked() -> None:
     assert StreamingEngine(pcen, window_s=2.0, exact_recompute=True, postprocess=MeanProbs).exact_recompute
 
 
+def test_a_model_switched_to_training_is_refused() -> None:
+    model = build_model("passt_s.tiny", head="linear", num_outputs=2)
+    session = StreamingEngine(model, window_s=1.0, postprocess=MeanProbs).open_session(32000)
+    model.train()
+    with pytest.raises(
+        RuntimeError, match=r"put in training mode after the engine was built .* call model.eval\(\)"
+    ):
+        session.push(torch.zeros(40000))
+
+
 def test_bf16_autocast_follows_the_offline_model_under_autocast() -> None:
     eng = engine("ast.tiny", window_s=1.0, hop_s=0.5, dtype=torch.bfloat16)
     x = signal(2.1, 16000, seed=8)
