@@ -1,8 +1,9 @@
 """Streaming speed: hops/s, real-time streams, latency and memory of :mod:`finetune.streaming` against re-running
 every window, on CPU (``python -m eval.speed streaming``) or on a GPU (``--gpu``).
 
-CPU, per backbone at W = ``--window`` s and H = ``--hop`` s (tiny configs by default, so it finishes in minutes),
-all variants timed round-robin in one process (:func:`eval.timing.time_interleaved`), medians of ``--repeats``:
+CPU, per backbone at W = ``--window`` s and H = ``--hop`` s (tiny configs by default, so it finishes in minutes;
+``--full`` for the released architectures, written as ``streaming-full``), all variants timed round-robin in one
+process (:func:`eval.timing.time_interleaved`), medians of ``--repeats``:
 
 - ``naive/N``: the model re-run on each window (the last W s of each of N streams, one batched forward pass);
 - ``cached/N``: the engine, N sessions, one ``push_many`` of H s of audio per session per call (one hop each): the
@@ -316,7 +317,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backbones",
         default="",
-        help=f"comma-separated registered names (default: {','.join(TINY)}; with --gpu: {','.join(FULL)})",
+        help=f"comma-separated registered names (default: {','.join(TINY)}; --full or --gpu: {','.join(FULL)})",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="CPU: the full-size architectures (random weights)"
     )
     parser.add_argument("--window", type=float, default=10.0, help="window length W in seconds")
     parser.add_argument("--hop", type=float, default=0.5, help="hop H in seconds")
@@ -340,9 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    names = [n for n in args.backbones.split(",") if n] or list(
-        FULL if args.gpu and not args.dry_run else TINY
-    )
+    full = args.full or (args.gpu and not args.dry_run)
+    names = [n for n in args.backbones.split(",") if n] or list(FULL if full else TINY)
     if args.gpu:
         dry = args.dry_run
         payload = gpu_figures(
@@ -371,9 +374,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         payload = {"results": [row for name in names for row in cpu_rows(name, args)]}
         payload["notes"] = [__doc__.split("\n\n")[1].strip(), __doc__.split("\n\n")[2].strip()]
-        name = "streaming"
+        name = "streaming-full" if args.full else "streaming"
     payload["config"] = {
-        k: getattr(args, k) for k in ("backbones", "window", "hop", "sessions", "repeats", "threads")
+        **{k: getattr(args, k) for k in ("window", "hop", "sessions", "repeats", "warmup", "threads")},
+        "backbones": names,
     }
     print(f"wrote {write_result(name, payload, args.out)}")
     return payload
