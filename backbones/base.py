@@ -32,7 +32,6 @@ __all__ = [
     "InputTooLongError",
     "NonFiniteInputError",
     "PretrainedCfg",
-    "StreamGeometry",
     "register_backbone",
     "list_backbones",
     "get_pretrained_cfg",
