@@ -14,6 +14,7 @@ from .base import (
     get_pretrained_cfg,
     list_backbones,
 )
+from .geometry import StreamGeometry
 from .loading import load_backbone
 from .pretrained import PretrainedCfg
 from .state_dict import CheckpointError, CheckpointMismatchError
@@ -22,6 +23,7 @@ __all__ = [
     "Backbone",
     "BackboneOutput",
     "PretrainedCfg",
+    "StreamGeometry",
     "CheckpointError",
     "CheckpointMismatchError",
     "InputTooLongError",

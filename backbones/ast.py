@@ -26,6 +26,7 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
 from .frontends import KaldiFbank
+from .geometry import StreamGeometry
 from .state_dict import CheckpointError
 
 __all__ = ["ASTBackbone", "AST_AUDIOSET", "AST_TINY", "build_ast"]
@@ -230,6 +231,21 @@ class ASTBackbone(Backbone):
             )
         conv = self.audio_spectrogram_transformer.embeddings.patch_embeddings.projection
         return conv(frames.unsqueeze(1)).permute(0, 3, 2, 1)  # [B, D, F', T'] -> [B, T', F', D]
+
+    def stream_geometry(self) -> StreamGeometry:
+        """Kaldi frames (snip edges: no edge padding) padded to ``target_frames``; 16x16 patches every 10 frames,
+        so the columns that read the constant padding after the last real frame are the dirty ones."""
+        target = self.frontend.target_frames
+        return StreamGeometry.of_frontend(
+            self.frontend,
+            column_stride=self.token_stride,
+            column_pad=0,
+            column_span=self.patch_size,
+            min_tokenize_frames=self.patch_size,
+            min_frames=1 if target is not None else self.patch_size,
+            max_samples=self.max_samples,
+            fixed_frames=target,
+        )
 
     def position_grid(self, num_columns: int) -> Tensor:
         """Patch position embeddings for ``num_columns`` token columns, by the original AST rule: the stored

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, did_you_mean
 from .frontends import MelFrontend
+from .geometry import StreamGeometry
 from .pretrained import PretrainedCfg
 from .state_dict import load_strict
 
@@ -174,6 +175,11 @@ class Backbone(nn.Module):
     def encode(self, tokens: Tensor, output_hidden_states: bool = False) -> BackboneOutput:
         """Global part: tokens from :meth:`tokenize` -> :class:`BackboneOutput`."""
         raise NotImplementedError
+
+    def stream_geometry(self) -> StreamGeometry:
+        """How :meth:`frontend` and :meth:`tokenize` tile time (:class:`~backbones.geometry.StreamGeometry`), for
+        streaming caches; a family that can stream window by window with cached columns describes itself here."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its streaming geometry")
 
     def forward(self, waveform: Tensor | np.ndarray, output_hidden_states: bool = False) -> BackboneOutput:
         """Run the whole backbone on a batch of mono waveforms at :attr:`sample_rate`.

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, as_input_tensor, register_backbone
 from .frontends import PannsLogMel
+from .geometry import StreamGeometry
 from .state_dict import CheckpointError
 
 __all__ = ["Cnn14", "CNN14_CFGS", "build_cnn14"]
@@ -241,6 +242,19 @@ class Cnn14(Backbone):
             )
         return super().forward(waveform, output_hidden_states=output_hidden_states)
 
+    def stream_geometry(self) -> StreamGeometry:
+        """Centred, reflect-padded STFT frames; a token column is block 1's pooled output over 2 frames, whose
+        two zero-padded 3x3 convolutions read 2 frames beyond them on each side (6 frames from ``2c - 2``)."""
+        return StreamGeometry.of_frontend(
+            self.frontend,
+            column_stride=self.token_stride,
+            column_pad=2,
+            column_span=6,
+            min_tokenize_frames=self.time_reduction,
+            min_frames=self.time_reduction,
+            max_samples=None,
+        )
+
     def tokenize(self, frames: Tensor) -> Tensor:
         """bn0 (per mel bin, applied through transposes as in the original), SpecAugment when enabled and
         training, then conv_block1.
@@ -282,6 +296,15 @@ class Cnn14(Backbone):
             x = block(F.dropout(x, self.dropout, self.training))
             if output_hidden_states:
                 hidden.append(x.mean(dim=3).transpose(1, 2))
+        return self.summarize(x, tuple(hidden) if output_hidden_states else None)
+
+    def summarize(self, x: Tensor, hidden_states: tuple[Tensor, ...] | None = None) -> BackboneOutput:
+        """The end of :meth:`encode` after the last conv block: dropout, mean over mel, max + mean over time,
+        fc1 + ReLU (and the AudioSet head). Streaming caches that compute the blocks themselves finish here.
+
+        Shapes:
+            x: [B, D, T6, F6] -> pooled [B, D], sequence [B, T6, D].
+        """
         x = F.dropout(x, self.dropout, self.training).mean(dim=3)  # [B, D, T6]
         summary = F.dropout(x.amax(dim=2) + x.mean(dim=2), self.embed_dropout, self.training)
         embedding = F.relu(self.fc1(summary))
@@ -295,7 +318,7 @@ class Cnn14(Backbone):
             sequence=x.transpose(1, 2),
             token_times=centres,
             grid=(x.shape[-1], 1),
-            hidden_states=tuple(hidden) if output_hidden_states else None,
+            hidden_states=hidden_states,
             logits=logits,
         )
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .base import Backbone, BackboneOutput, PretrainedCfg, register_backbone
 from .frontends import PasstMel
+from .geometry import StreamGeometry
 from .state_dict import CheckpointError
 
 __all__ = ["PaSST", "build_passt", "PASST_CFGS"]
@@ -242,6 +243,20 @@ class PaSST(Backbone):
                 f"({self.arch.patch_size * self.frame_hop / self.sample_rate:.2f} s), got {frames.shape[-1]}"
             )
         return self.patch_embed["proj"](frames.unsqueeze(1)).permute(0, 3, 2, 1)
+
+    def stream_geometry(self) -> StreamGeometry:
+        """Centred, reflect-padded STFT frames after pre-emphasis (one raw sample of context); patches of
+        ``patch_size`` frames every ``stride`` frames, no padding: only columns over reflect-padded frames are
+        dirty (column 0 at the start of a window)."""
+        return StreamGeometry.of_frontend(
+            self.frontend,
+            column_stride=self.arch.stride,
+            column_pad=0,
+            column_span=self.arch.patch_size,
+            min_tokenize_frames=self.arch.patch_size,
+            min_frames=self.arch.patch_size,
+            max_samples=self.max_samples,
+        )
 
     def _token_times(self, columns: Tensor, n_rows: int) -> Tensor:
         centre_frames = columns * self.arch.stride + (self.arch.patch_size - 1) / 2

@@ -15,6 +15,7 @@ SUITES = {
     "backbones": "eval.speed_backbones",
     "training": "eval.speed_training",
     "input": "eval.speed_input",
+    "streaming": "eval.speed_streaming",
 }
 
 

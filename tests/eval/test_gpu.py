@@ -57,3 +57,15 @@ def test_peak_rates_and_unknown_parts(capsys: pytest.CaptureFixture[str]) -> Non
     assert gpu.gpu_info(peak_override=500.0)["device"] == "cpu"
     assert gpu.main(["--parts", "training,warp"]) == 2
     assert "unknown parts ['warp']" in capsys.readouterr().err
+
+
+def test_streaming_part_times_cached_sessions_against_the_naive_rerun(
+    tmp_path: Path, one_thread: None
+) -> None:
+    data = json.loads(gpu.run_part("streaming", _args(tmp_path)).read_text())
+    rows = data["results"]["rows"]
+    assert {r["backbone"] for r in rows} == set(gpu.TINY)
+    for row in rows:
+        assert row["sessions"] in (2, 4) and row["hops_per_s"] > 0 and row["naive_round_ms_median"] > 0
+        assert row["cached_vs_naive"] > 0 and row["encoder_gflop_per_hop"] > 0
+        assert row["fraction_of_peak"] is None  # no peak FLOP rate on CPU

@@ -17,6 +17,9 @@ def test_without_a_command_the_usage_lists_both(capsys: pytest.CaptureFixture[st
 
 def test_commands_reach_their_suites(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["speed"]) == 2  # the speed dispatcher's own usage: no suite named
-    assert "usage: python -m eval.speed {frontends,backbones,training,input}" in capsys.readouterr().out
+    assert (
+        "usage: python -m eval.speed {frontends,backbones,training,input,streaming}"
+        in capsys.readouterr().out
+    )
     assert main(["benchmark", "--list"]) == 0
     assert "synthetic_genres" in capsys.readouterr().out
