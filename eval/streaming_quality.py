@@ -1,4 +1,6 @@
-"""Streaming quality of the post-processing options: ``python -m eval.streaming_quality [--run DIR] [--quick]``.
+"""Streaming quality of the post-processing options.
+
+``python -m eval.streaming_quality [--run DIR] [--quick]``.
 
 Which of the roadmap's live options (smoothing, window ensembles, two timescales, hysteresis, calibration) is
 worth it? Each is scored on synthetic radios: the demo's styles back to back, with known boundaries.
@@ -6,20 +8,25 @@ worth it? Each is scored on synthetic radios: the demo's styles back to back, wi
 1. The model is the demo's (``recipes/configs/demo.yaml``: a tiny CNN14 trained from random weights on the
    synthetic genres with 4 s crops): ``--run`` reuses a trained run directory (or a saved model directory),
    otherwise it is trained with the demo's settings into ``--work``.
-2. Each seed plays one radio: ``--segments`` styles, none twice in a row, of 8-14 s each after a lead-in as long
-   as the longest window. Every hop (``--hop`` s) from the end of that lead-in gets the model's raw logits for
-   each window length, computed offline on the right-aligned window of the radio (the streaming engine
-   reproduces these exactly). Slow windows (``every`` > 1) are fed at hops whose index is a multiple of it.
+2. Each seed plays one radio: ``--segments`` styles, none twice in a row, 8-14 s each, after a lead-in as
+   long as the longest window. Every hop (``--hop`` s) from the end of that lead-in gets the model's raw
+   logits for each window length, computed offline on the right-aligned window of the radio (the streaming
+   engine reproduces these exactly). Slow windows (``every`` > 1) are fed at hops whose index is a multiple
+   of it.
 3. Every setting runs these hops through :func:`finetune.streaming.postprocess.build_postprocessor`; the
    reported label is the decision layer's (when the setting has one) or the smoothed top-1.
-4. Metrics per radio: hop accuracy against the true style at the hop's end time; top-1 flips per minute (a
-   perfect reporter flips once per boundary); switch latency: seconds from a boundary until the reported label
-   equals the new style and stays so until the segment ends (a boundary never followed counts as a miss, with
-   the segment's length as its latency). Mean over boundaries per radio, then mean and spread over seeds.
+4. Metrics per radio: hop accuracy against the true style at the hop's end time (over all hops, and
+   *steady*: hops at least the model's window after a boundary); reported-label flips per minute (a perfect
+   reporter flips once per boundary); switch latency: seconds from a boundary until the reported label
+   equals the new style and stays so until the segment ends (a boundary never followed counts as a miss,
+   with the segment's length as its latency). Mean over boundaries per radio, then mean and spread over
+   seeds; differences to the raw setting are paired by radio.
 
-The calibrated settings use the model's ``calibration.json`` when it has one, otherwise a temperature fitted
-on a held-out radio (windows that lie inside one segment). Writes ``bench/results/streaming-quality-<device>.json``,
-the table in ``docs/results/streaming-quality.md`` (between its generated-table markers) and the plot
+The calibrated settings use the model's ``calibration.json`` when it has one, otherwise a temperature
+fitted on every hop of a held-out radio built like the others.
+
+Writes ``bench/results/streaming-quality-<device>.json`` (with the machine), the table in
+``docs/results/streaming-quality.md`` (between its generated-table markers) and the plot
 ``docs/results/streaming-quality.png`` (accuracy and flips per minute against switch latency).
 """
 
@@ -47,14 +54,14 @@ from finetune.streaming.types import RawHop, WindowSpec
 
 DOCS = Path("docs/results")
 TABLE_START, TABLE_END = "<!-- generated table: start -->", "<!-- generated table: end -->"
-METRICS = ("accuracy", "flips_per_min", "latency_s", "missed")
+METRICS = ("accuracy", "steady_accuracy", "flips_per_min", "latency_s", "missed")
 RADIO_SEED = 1000  # radio i plays seed RADIO_SEED + i; the training clips use other seeds and clip indices
 CALIBRATION_SEED = 9999
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One post-processing setting of the study: its windows, its chain config and whether it is calibrated."""
+    """One setting of the study: its windows, its chain config and whether it is calibrated."""
 
     name: str
     group: str
@@ -69,6 +76,7 @@ def study_settings(window: float) -> list[Setting]:
     multi = tuple(WindowSpec(s) for s in (window / 2, window, 1.5 * window))
     two = (WindowSpec(window), WindowSpec(2 * window, every=4, weight=2.0))
     hyst = {"decisions": {"min_hops": 3}}
+    margin = {"decisions": {"min_hops": 2, "margin": 0.2}}
     return [
         Setting("raw", "none", w),
         Setting("EMA 0.3", "smoothing", w, {"ema": 0.3}),
@@ -85,20 +93,25 @@ def study_settings(window: float) -> list[Setting]:
             two,
             {"fusion": "logits"},
         ),
+        Setting(
+            f"two-timescale {window / 2:g} s + {window:g} s every 4 hops",
+            "windows",
+            (WindowSpec(window / 2), WindowSpec(window, every=4, weight=2.0)),
+            {"fusion": "logits"},
+        ),
         Setting("hysteresis 3 hops", "decisions", w, hyst),
         Setting(
             "hysteresis 3 hops + min 4 s", "decisions", w, {"decisions": {"min_hops": 3, "min_duration": 4.0}}
         ),
-        Setting(
-            "hysteresis margin 0.2, 2 hops", "decisions", w, {"decisions": {"min_hops": 2, "margin": 0.2}}
-        ),
+        Setting("hysteresis margin 0.2, 2 hops", "decisions", w, margin),
         Setting("EMA 0.3 + hysteresis 3 hops", "combined", w, {"ema": 0.3, **hyst}),
         Setting("multi-window + EMA 0.3 + hysteresis 3 hops", "combined", multi, {"ema": 0.3, **hyst}),
+        Setting("multi-window + hysteresis margin 0.2, 2 hops", "combined", multi, margin),
     ]
 
 
 def radio_plan(seed: int, segments: int, lead_in: float) -> tuple[list[str], list[float]]:
-    """Styles (no style twice in a row) and durations (8-14 s, the first one plus ``lead_in``) of one radio."""
+    """Styles (none twice in a row) and durations (8-14 s, the first plus ``lead_in``) of one radio."""
     rng = np.random.default_rng([seed, 20261])
     styles: list[str] = []
     while len(styles) < segments:
@@ -165,9 +178,17 @@ def play(
     return reported
 
 
-def score(reported: Sequence[str | None], ends: np.ndarray, segments: Sequence[Segment]) -> dict[str, float]:
-    """Hop accuracy, flips per minute, mean switch latency and the fraction of boundaries never followed."""
-    truth = [next(s.style for s in segments if t < s.end or s is segments[-1]) for t in ends]
+def score(
+    reported: Sequence[str | None], ends: np.ndarray, segments: Sequence[Segment], settle: float
+) -> dict[str, float]:
+    """One radio's metrics under one setting.
+
+    Hop accuracy (all hops, and steady: hops at least ``settle`` seconds after their segment's start), flips
+    per minute, mean switch latency and the fraction of boundaries never followed.
+    """
+    truth = truth_at(ends, segments)
+    starts = [next(s.start for s in segments if t < s.end or s is segments[-1]) for t in ends]
+    steady = [r == y for r, y, t, a in zip(reported, truth, ends, starts) if t - a >= settle]
     hop = float(ends[1] - ends[0])
     flips = sum(a is not None and b is not None and a != b for a, b in zip(reported, reported[1:]))
     latencies, missed = [], 0
@@ -187,6 +208,7 @@ def score(reported: Sequence[str | None], ends: np.ndarray, segments: Sequence[S
             latencies.append(float(ends[settled]) - seg.start)
     return {
         "accuracy": float(np.mean([r == y for r, y in zip(reported, truth)])),
+        "steady_accuracy": float(np.mean(steady)) if steady else float("nan"),
         "flips_per_min": flips / ((len(ends) * hop) / 60.0),
         "latency_s": float(np.mean(latencies)),
         "missed": missed / len(latencies),
@@ -194,20 +216,28 @@ def score(reported: Sequence[str | None], ends: np.ndarray, segments: Sequence[S
     }
 
 
-def fit_radio_temperature(model: AudioModel, window: float, hop: float, cache: Path) -> Calibration:
-    """A temperature fitted on a held-out radio (all ten styles once): its windows that lie inside one segment."""
-    wave, segments = render_radio(CALIBRATION_SEED, len(GENRES), 0.0, model.sample_rate, cache)
-    ends, labels = [], []
-    for seg in segments:
-        for t in np.arange(seg.start + window, seg.end + 1e-9, hop):
-            ends.append(float(t))
-            labels.append(model.labels.index(seg.style))
-    logits = window_logits(model, wave, np.asarray(ends), window)
+def truth_at(ends: np.ndarray, segments: Sequence[Segment]) -> list[str]:
+    """The style playing at each hop's end time (the last segment's at the very end)."""
+    return [next(s.style for s in segments if t < s.end or s is segments[-1]) for t in ends]
+
+
+def fit_radio_temperature(
+    model: AudioModel, window: float, hop: float, segments: int, lead_in: float, cache: Path
+) -> Calibration:
+    """A temperature fitted on every hop of a held-out radio built like the test radios.
+
+    The target is the style at the hop's end time, as in the study: windows inside one segment alone are
+    almost all right for the demo's model, and on such separable data the fitted temperature runs to zero.
+    """
+    wave, segs = render_radio(CALIBRATION_SEED, segments, lead_in, model.sample_rate, cache)
+    ends = np.arange(lead_in, len(wave) / model.sample_rate + 1e-9, hop)
+    labels = [model.labels.index(style) for style in truth_at(ends, segs)]
+    logits = window_logits(model, wave, ends, window)
     return fit_calibration(logits.numpy(), np.asarray(labels), model.task, labels=model.labels)
 
 
 def load_or_train(args: argparse.Namespace) -> tuple[AudioModel, Path, float]:
-    """The demo's model (from ``--run`` or trained into ``--work``), its run directory and its crop seconds."""
+    """The demo's model (from ``--run``, or trained into ``--work``), its run directory and crop seconds."""
     if args.run:
         run = Path(args.run)
         run = run.parent if (run / "config.json").is_file() and run.name == "model" else run
@@ -251,8 +281,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     calibration = model.calibration
     source = "calibration.json"
     if calibration is None:
-        calibration = fit_radio_temperature(model, window, args.hop, cache)
-        source = "temperature fitted on a held-out radio"
+        calibration = fit_radio_temperature(model, window, args.hop, args.segments, lead_in, cache)
+        source = "temperature fitted on every hop of a held-out radio"
     per_seed: dict[str, list[dict[str, float]]] = {s.name: [] for s in settings}
     radios = []
     for i in range(args.seeds):
@@ -265,7 +295,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         )
         for setting in settings:
             per_seed[setting.name].append(
-                score(play(setting, model, logits, ends, calibration), ends, segments)
+                score(play(setting, model, logits, ends, calibration), ends, segments, settle=window)
             )
         print(f"radio {i + 1}/{args.seeds} (seed {seed}, {len(ends)} hops) scored")
     results = [
@@ -276,6 +306,9 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             "config": s.config,
             "calibrated": s.calibrated,
             **{m: _spread([r[m] for r in per_seed[s.name]]) for m in METRICS},
+            "delta_vs_raw": {  # paired by radio: the radios' own difficulty cancels
+                m: _spread([r[m] - b[m] for r, b in zip(per_seed[s.name], per_seed["raw"])]) for m in METRICS
+            },
             "per_seed": per_seed[s.name],
         }
         for s in settings
@@ -283,7 +316,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     metrics_file = run / "metrics.json"
     return {
         "model": {
-            "run": str(run),
+            "trained_by_this_run": not args.run,
             "backbone": model.backbone.name,
             "window_s": window,
             "test_accuracy": json.loads(metrics_file.read_text()).get("accuracy")
@@ -309,8 +342,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _cell(stats: dict[str, float], fmt: str) -> str:
-    return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}}"
+def _cell(stats: dict[str, float], fmt: str, sign: bool = False) -> str:
+    return f"{stats['mean']:{'+' if sign else ''}{fmt}} ± {stats['std']:{fmt}}"
 
 
 def markdown_table(payload: dict[str, Any]) -> str:
@@ -320,23 +353,34 @@ def markdown_table(payload: dict[str, Any]) -> str:
         f"Model: `{m['backbone']}` trained by the demo on {m['window_s']:g} s crops"
         + (f" (test accuracy {m['test_accuracy']:.3f})" if m["test_accuracy"] is not None else "")
         + f"; {p['seeds']} radios of {p['segments_per_radio']} segments (8-14 s each), hop {p['hop_s']:g} s; "
-        f"mean ± std over radios. A perfect reporter flips {p['true_switches_per_min']:.1f} times per minute "
+        f"mean ± std over radios; *vs raw*: the difference to the raw setting on the same radio; *steady*: "
+        f"hops at least {m['window_s']:g} s after a boundary. A perfect reporter flips "
+        f"{p['true_switches_per_min']:.1f} times per minute "
         f"(once per boundary). Calibration: {payload['calibration']['source']} "
         f"(T = {payload['calibration']['temperature']:.2f}).",
         "",
-        "| setting | hop accuracy | flips / min | switch latency (s) | boundaries missed |",
-        "|---|---|---|---|---|",
+        "| setting | hop accuracy | vs raw | steady accuracy | flips / min | switch latency (s) | vs raw "
+        "| boundaries missed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in payload["results"]:
-        lines.append(
-            f"| {r['setting']} | {_cell(r['accuracy'], '.3f')} | {_cell(r['flips_per_min'], '.1f')} | "
-            f"{_cell(r['latency_s'], '.2f')} | {_cell(r['missed'], '.2f')} |"
-        )
+        d = r["delta_vs_raw"]
+        cells = [
+            r["setting"],
+            _cell(r["accuracy"], ".3f"),
+            _cell(d["accuracy"], ".3f", sign=True),
+            _cell(r["steady_accuracy"], ".3f"),
+            _cell(r["flips_per_min"], ".1f"),
+            _cell(r["latency_s"], ".2f"),
+            _cell(d["latency_s"], ".2f", sign=True),
+            _cell(r["missed"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_markdown(payload: dict[str, Any], path: Path) -> None:
-    """Put the table between the markers of ``path`` (the text around them is kept; a new file gets a stub)."""
+    """Put the table between the markers of ``path``, keeping the text around them (a new file: a stub)."""
     table = f"{TABLE_START}\n{markdown_table(payload)}\n{TABLE_END}"
     if path.is_file() and TABLE_START in (text := path.read_text()) and TABLE_END in text:
         head, rest = text.split(TABLE_START, 1)
@@ -348,42 +392,44 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
-    """Accuracy and flips per minute against switch latency, one labelled point per setting."""
+    """Accuracy and flips per minute against switch latency: one numbered point per setting, named aside."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     results = payload["results"]
-    groups = sorted({r["group"] for r in results})
+    groups = list(dict.fromkeys(r["group"] for r in results))
     colours = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     for ax, metric, label in (
         (axes[0], "accuracy", "hop accuracy"),
-        (axes[1], "flips_per_min", "top-1 flips per minute"),
+        (axes[1], "flips_per_min", "reported-label flips per minute"),
     ):
-        for r in results:
+        for n, r in enumerate(results, 1):
             x, y = r["latency_s"], r[metric]
-            ax.errorbar(
-                x["mean"],
-                y["mean"],
-                xerr=x["std"],
-                yerr=y["std"],
-                fmt="o",
-                color=colours[r["group"]],
-                capsize=2,
-            )
-            ax.annotate(
-                r["setting"], (x["mean"], y["mean"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-            )
-        ax.set_xlabel("switch latency (s): boundary -> reported label follows and stays")
+            colour = colours[r["group"]]
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], color=colour, alpha=0.25, lw=1)
+            ax.plot(x["mean"], y["mean"], "o", color=colour)
+            ax.annotate(str(n), (x["mean"], y["mean"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel("switch latency (s): boundary -> the reported label follows and stays")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].axhline(payload["protocol"]["true_switches_per_min"], color="k", lw=0.8, ls="--")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[g], label=g) for g in groups]
-    axes[0].legend(handles=handles, fontsize=8, loc="lower left")
-    fig.suptitle("Streaming post-processing on synthetic radios (mean ± std over radios)")
-    fig.tight_layout()
+    axes[1].annotate(
+        "true boundaries",
+        (axes[1].get_xlim()[0], payload["protocol"]["true_switches_per_min"]),
+        fontsize=7,
+        xytext=(4, 3),
+        textcoords="offset points",
+    )
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=colours[r["group"]], label=f"{n} {r['setting']}")
+        for n, r in enumerate(results, 1)
+    ]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle("Streaming post-processing on synthetic radios (mean, bars: std over radios)")
+    fig.tight_layout(rect=(0, 0, 0.78, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""The decision layer of a stream: which label to report at each hop, and when a label segment starts and ends.
+"""The decision layer of a stream: which label to report at each hop, and when label segments start and end.
 
 A classifier's top-1 flickers when two classes are close or the window straddles a change of music. The
 decision layer turns the per-hop (smoothed) class values into a steady reported label with three rules, each a
@@ -14,10 +14,10 @@ decision layer turns the per-hop (smoothed) class values into a steady reported 
   after it was reported (to within a nanosecond, so that rounded hop times count whole); a candidate that
   qualifies earlier switches at the first hop after that.
 
-Each switch emits :class:`~finetune.streaming.types.SegmentEvent` s (``end`` of the old label, ``start`` of the
-new one, both at the hop's time); :meth:`DecisionLayer.flush` ends the open segment at the end of a stream.
-Everything is deterministic (ties go to the lower class index) and takes O(C) per hop, whatever the stream's
-length.
+Each switch emits :class:`~finetune.streaming.types.SegmentEvent` s (``end`` of the old label, ``start``
+of the new one, both at the hop's time); :meth:`DecisionLayer.flush` ends the open segment at the end of a
+stream. Everything is deterministic (ties go to the lower class index) and takes O(C) per hop, whatever the
+stream's length.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class DecisionConfig(StrictConfig):
             raise ValueError(f"switch_margin must be a finite number > 0 or null, got {self.switch_margin}")
         if self.switch_margin is not None and self.switch_margin < self.margin:
             raise ValueError(
-                f"switch_margin ({self.switch_margin}) is below margin ({self.margin}): it would switch at once on "
-                "leads that margin does not count; raise switch_margin or lower margin"
+                f"switch_margin ({self.switch_margin}) is below margin ({self.margin}): it would switch at "
+                "once on leads that margin does not count; raise switch_margin or lower margin"
             )
         if not (math.isfinite(self.min_duration) and self.min_duration >= 0):
             raise ValueError(f"min_duration must be a finite number of seconds >= 0, got {self.min_duration}")

@@ -4,12 +4,13 @@ Every stage is an option of :class:`PostProcessConfig`; they compose, always in 
 kept per session (one :class:`StreamPostProcessor` per session, built by :func:`build_postprocessor`):
 
 1. **calibration** (classification only): each window's logits go through one :class:`Calibration`, the
-   model's ``calibration.json`` (temperature, vector scaling, class-prior correction) when the factory is given
-   one, with the config's ``temperature``, ``logit_bias`` and ``train_prior``/``target_prior`` applied on top;
+   model's ``calibration.json`` (temperature, vector scaling, class-prior correction) when the factory is
+   given one, with the config's ``temperature``, ``logit_bias`` and ``train_prior``/``target_prior``
+   applied on top;
 2. **window fusion**: the latest output of every window (a slow window's output is reused between its
    updates) is averaged with the :class:`WindowSpec` weights, as probabilities (``fusion="probs"``, the
-   multi-window ensemble) or as logits turned into probabilities afterwards (``fusion="logits"``, two-timescale
-   fusion); ratings are averaged as they are;
+   multi-window ensemble) or as logits turned into probabilities afterwards (``fusion="logits"``,
+   two-timescale fusion); ratings are averaged as they are;
 3. **smoothing** over hops: the mean of the last ``mean_last`` vectors, then an exponential moving average
    (``ema``, the weight of the newest vector), then ``trend_ema``: an EMA of the top-1 series, i.e. of the
    one-hot vector of each hop's top-1 class (the smoothed values are then the classes' recent top-1 shares);
@@ -110,8 +111,8 @@ class PostProcessConfig(StrictConfig):
             for key, value in classification_only.items():
                 if value is not None:
                     raise ConfigError(
-                        f"{where}.{key}: applies to classification; a {task.name} head has no classes, set it "
-                        "to null"
+                        f"{where}.{key}: applies to classification; a {task.name} head has no classes, set "
+                        "it to null"
                     )
             return
         for key in ("logit_bias", "train_prior", "target_prior"):
@@ -132,8 +133,8 @@ def _calibration_for(
     if base is not None:
         if base.task != task.name or base.num_classes != len(labels):
             raise CalibrationError(
-                f"a {base.task} calibration for {base.num_classes} classes does not fit this {task.name} head "
-                f"with {len(labels)} outputs"
+                f"a {base.task} calibration for {base.num_classes} classes does not fit this {task.name} "
+                f"head with {len(labels)} outputs"
             )
         if base.labels is not None and tuple(base.labels) != labels:
             raise CalibrationError(
@@ -200,7 +201,7 @@ class _Smoother:
 
 
 class StreamPostProcessor:
-    """One session's chain (see the module docstring); satisfies :class:`~finetune.streaming.types.PostProcessor`.
+    """One session's chain (see the module docstring), a :class:`~finetune.streaming.types.PostProcessor`.
 
     Build it with :func:`build_postprocessor`. ``session`` names the session in every :class:`HopResult`.
     """
@@ -235,7 +236,7 @@ class StreamPostProcessor:
         Raises:
             PostProcessError: an unknown window, an output of the wrong shape or not finite, or a first hop
                 without any output; the session's state is then left as it was.
-            DecisionError: with a decision layer, a hop time earlier than the previous hop's (state unchanged).
+            DecisionError: with a decision layer, a hop time before the previous hop's (state unchanged).
 
         Shapes:
             raw.outputs: window seconds -> [C]; -> probs, smoothed [C].
@@ -274,13 +275,14 @@ class StreamPostProcessor:
         for seconds, value in raw.outputs.items():
             if seconds not in self._weights:
                 raise PostProcessError(
-                    f"hop {raw.index}: output for a {seconds!r} s window, but this session's windows are {known} s"
+                    f"hop {raw.index}: output for a {seconds!r} s window, but this session's windows are "
+                    f"{known} s"
                 )
             x = torch.as_tensor(value).detach().to("cpu", torch.float32)
             if x.shape != (len(self.labels),):
                 raise PostProcessError(
-                    f"hop {raw.index}, window {seconds:g} s: expected an output of shape [{len(self.labels)}] "
-                    f"(one value per label), got {list(x.shape)}"
+                    f"hop {raw.index}, window {seconds:g} s: expected an output of shape "
+                    f"[{len(self.labels)}] (one value per label), got {list(x.shape)}"
                 )
             if not bool(torch.isfinite(x).all()):
                 raise PostProcessError(f"hop {raw.index}, window {seconds:g} s: the output has NaN or Inf")

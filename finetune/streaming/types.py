@@ -22,7 +22,8 @@ class WindowSpec:  # one right-aligned analysis window
 class RawHop:  # what the engine computed for one session at one hop
     index: int  # hop number since the session started or was reset
     time: float  # seconds of stream (input clock) at the window end
-    # window seconds -> raw head output [C] (logits, or ratings), float32 CPU; only the windows encoded at this hop
+    # window seconds -> raw head output [C] (logits, or ratings), float32 CPU;
+    # only the windows encoded at this hop
     outputs: Mapping[float, Tensor]
     partial: bool  # some window was shorter than asked (start-of-stream policy "partial")
 

@@ -1,4 +1,4 @@
-"""The streaming-quality study's metrics and radio plans (the model-free parts of eval/streaming_quality.py)."""
+"""The streaming-quality study: its metrics and radio plans (the parts that need no model)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ ENDS = np.arange(8.0, 20.0, 1.0)  # hops at 8, 9, ..., 19 s: 12 hops, 12 s
 def test_score_counts_accuracy_flips_and_latency_until_the_label_stays() -> None:
     # jazz is reported at 11 s, lost at 12 s and back from 13 s (latency 3 s); pop never follows (a miss)
     reported = ["rock", "rock", "rock", "jazz", "rock", "jazz", "jazz", "rock", "rock", "rock", "jazz", None]
-    got = score(reported, ENDS, SEGMENTS)
+    got = score(reported, ENDS, SEGMENTS, settle=2.0)
     assert got["accuracy"] == pytest.approx(5 / 12)  # rock at 8, 9; jazz at 11, 13, 14; nothing after 15 s
+    assert got["steady_accuracy"] == pytest.approx(4 / 8)  # of 8, 9, 12, 13, 14, 17, 18, 19
     assert got["flips_per_min"] == pytest.approx(5 / (12 / 60))  # None does not count as a flip
     assert got["latency_s"] == pytest.approx((3.0 + 5.0) / 2)  # the miss counts as its segment's length
     assert got["missed"] == pytest.approx(0.5)
@@ -25,8 +26,8 @@ def test_score_counts_accuracy_flips_and_latency_until_the_label_stays() -> None
 
 def test_score_of_a_perfect_reporter() -> None:
     truth = ["rock", "rock", "jazz", "jazz", "jazz", "jazz", "jazz", "pop", "pop", "pop", "pop", "pop"]
-    got = score(truth, ENDS, SEGMENTS)
-    assert (got["accuracy"], got["latency_s"], got["missed"]) == (1.0, 0.0, 0.0)
+    got = score(truth, ENDS, SEGMENTS, settle=2.0)
+    assert (got["accuracy"], got["steady_accuracy"], got["latency_s"], got["missed"]) == (1.0, 1.0, 0.0, 0.0)
     assert got["flips_per_min"] == got["true_switches_per_min"]
 
 

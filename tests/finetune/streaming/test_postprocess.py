@@ -261,7 +261,8 @@ def test_config_errors_name_the_key_and_suggest_close_names() -> None:
         _chain({"decisions": {"min_hops": "two"}})
     with pytest.raises(
         ConfigError,
-        match=r"postprocess.fusion: expected one of 'probs', 'logits', got 'logit' \(did you mean 'logits'\?\)",
+        match=r"postprocess.fusion: expected one of 'probs', 'logits', got 'logit' "
+        r"\(did you mean 'logits'\?\)",
     ):
         _chain({"fusion": "logit"})
     with pytest.raises(
