@@ -40,6 +40,7 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "LabelShiftResult",
+    "calibration_effect",
     "em_label_shift",
     "fit_calibration",
     "prior_correction",
@@ -221,6 +222,20 @@ def _summary(task: Task, z: Tensor, y: Tensor) -> dict[str, float]:
     if task.name == "single_label":
         out["ece"] = expected_calibration_error(softmax(z.numpy()), y.numpy())
     return out
+
+
+def calibration_effect(
+    calibration: Calibration, logits: np.ndarray | Tensor, targets: np.ndarray | Tensor
+) -> dict[str, dict[str, float]]:
+    """NLL (and, single-label, ECE) of ``logits`` before and after ``calibration``, e.g. on the test split of a
+    calibration fitted on validation.
+
+    Shapes:
+        logits: [N, C]; targets: [N] class indices or [N, C] multi-hot.
+    """
+    task = get_task(calibration.task)
+    z, y = _as_tensors(task, logits, targets)
+    return {"before": _summary(task, z, y), "after": _summary(task, calibration.apply(z), y)}
 
 
 def fit_calibration(

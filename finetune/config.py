@@ -23,6 +23,7 @@ import yaml
 from backbones.config import ConfigError, StrictConfig, did_you_mean, from_dict, to_dict
 from heads import head_config_class, list_heads
 
+from .calibration import METHODS as CALIBRATION_METHODS
 from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig
 from .data.registry import DataConfig
 from .descriptors import descriptor_names
@@ -106,12 +107,27 @@ def _default_data() -> DataConfig:
 
 @dataclass
 class RecipeConfig(StrictConfig):
-    """A whole recipe: its kind (``task``: the recipe script, ``genre`` or ``piano``), model, data and training."""
+    """A whole recipe: its kind (``task``: the recipe script, ``genre``, ``piano`` or ``tagging``), model, data
+    and training.
+
+    Attributes:
+        calibrate: after training, fit a calibration of the best model's outputs on the validation split
+            (``temperature`` or ``vector``; :func:`finetune.calibration.fit_calibration`), save it with the model
+            and report its effect on the test split; None (default) fits none. Classification only.
+    """
 
     task: str = "genre"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=_default_data)
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.calibrate is not None and self.calibrate not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"calibrate must be one of {', '.join(CALIBRATION_METHODS)} or null, got {self.calibrate!r}"
+                + did_you_mean(self.calibrate, CALIBRATION_METHODS)
+            )
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:

@@ -42,6 +42,7 @@ from backbones.checkpoints import check_checkpoint_source
 from backbones.config import ConfigError, did_you_mean
 from backbones.state_dict import CheckpointError
 
+from .calibration import calibration_effect, fit_calibration
 from .checkpointing import TRAINING_OUTPUTS, resume_point, set_aside
 from .config import RecipeConfig, to_dict
 from .data.audio import AudioLoadError, audio_info
@@ -173,9 +174,10 @@ def _decode_cache(
     return cache
 
 
-def _test(
+def _predict_split(
     model: AudioModel,
     data: TaskData,
+    name: str,
     split: Any,
     plan: WindowPlan,
     reader: TrackReader,
@@ -183,10 +185,10 @@ def _test(
     batch_size: int,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
-    """Predict every test clip from its windows (processes share the clips); returns the clips' records for
-    ``predictions.csv`` and the raw outputs and targets of the clips that could be read. ``split`` is the test
-    split, or its clips with their descriptors (a hybrid head)."""
-    targets = row_targets(data.splits["test"], data.task)
+    """Predict every clip of split ``name`` from its windows (processes share the clips); returns the clips'
+    records for ``predictions.csv`` and the raw outputs and targets of the clips that could be read. ``split`` is
+    ``data.splits[name]``, or its clips with their descriptors (a hybrid head)."""
+    targets = row_targets(data.splits[name], data.task)
     if isinstance(split, WithDescriptors):
         targets = targets[split.indices]
     mine = range(accelerator.process_index, len(split), accelerator.num_processes)
@@ -287,6 +289,8 @@ def run_recipe(
             f"{data.task.name} task; choose a head for {data.task.name} (model.head, model.head_config)"
         )
     task.check_metric(cfg.train.best_metric or task.default_metric)  # before embeddings are cached
+    if cfg.calibrate is not None and not task.is_classification:
+        raise ConfigError(f"calibrate: calibration applies to classification tasks, not {task.name!r}")
     window = _window_seconds(cfg, model)
     augment = build_data_augment(cfg.data.augment, model.sample_rate)
     reading = {"cache": cache, "skip_log": out / "skipped.jsonl"}
@@ -309,7 +313,7 @@ def run_recipe(
             splits = with_descriptors(splits, extractor, progress=progress)
         model.head.set_descriptor_stats(*descriptor_stats(splits["train"]))
     test_rows = splits.pop("test")
-    clips = dict(splits)  # one row per clip (the embedding cache reads each clip's windows once)
+    per_clip = dict(splits)  # one row per clip (the embedding cache and the calibration read each clip once)
     if cfg.data.crops_per_track > 1:  # each clip several times per epoch, each time with new random windows
         tiled = np.tile(np.arange(len(splits["train"])), cfg.data.crops_per_track)
         train_rows = splits["train"]
@@ -329,9 +333,9 @@ def run_recipe(
         model.to(accelerator.device)
         splits = {
             name: cache_embeddings(
-                model, clips[name], collates[name], device=accelerator.device, progress=progress
+                model, per_clip[name], collates[name], device=accelerator.device, progress=progress
             )
-            for name in clips
+            for name in per_clip
         }
         train_collate = eval_collate = collate_embeddings
     groups = param_groups(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.layer_decay)
@@ -353,18 +357,34 @@ def run_recipe(
         unwrapped.load_state_dict(AudioModel.from_pretrained(best_dir).state_dict())
     plan = WindowPlan(window, crops=cfg.data.eval_crops)
     say(f"test: {plan.describe()}")
-    clips, outputs, targets = _test(
-        unwrapped,
-        data,
-        test_rows,
-        plan,
+    reader, batch_size = (
         TrackReader(model.sample_rate, cache),
-        accelerator,
         cfg.train.eval_batch_size or cfg.train.batch_size,
-        progress,
     )
     names = list(data.names)
+    if cfg.calibrate is not None:
+        _, val_outputs, val_targets = _predict_split(
+            unwrapped,
+            data,
+            "validation",
+            per_clip["validation"],
+            plan,
+            reader,
+            accelerator,
+            batch_size,
+            progress,
+        )
+        unwrapped.calibration = fit_calibration(val_outputs, val_targets, task, cfg.calibrate, labels=names)
+        say(f"calibration ({cfg.calibrate}) fitted on {len(val_targets)} validation clips")
+    clips, outputs, targets = _predict_split(
+        unwrapped, data, "test", test_rows, plan, reader, accelerator, batch_size, progress
+    )
     metrics = task.metrics(outputs, targets, names)
+    if unwrapped.calibration is not None and len(targets):
+        metrics["calibration"] = {
+            **unwrapped.calibration.to_dict(),
+            "test": calibration_effect(unwrapped.calibration, outputs, targets),
+        }
     target_tensor = torch.as_tensor(targets, dtype=torch.float32 if targets.ndim == 2 else torch.int64)
     metrics["loss"] = float(unwrapped.head.loss(torch.from_numpy(outputs).float(), target_tensor))
     metrics.update(best_step=result.best_step, steps=result.step, split="test")

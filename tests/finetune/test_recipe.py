@@ -189,3 +189,28 @@ def test_the_decode_cache_takes_the_files_its_mode_names(
     )
     assert said[-1] == f"decode cache {cache.root}: 3 file(s) wanted, 1 decoded now, 1 failed"
     assert str(tmp_path / "a.wav") in cache
+
+
+def test_calibrate_is_refused_for_ratings_before_training_and_typos_are_named(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            "task=piano",
+            "model.backbone=cnn14.tiny",
+            "model.head=rating",
+            "data={name: synthetic_piano, n_items: 12, clip_seconds: 0.5}",
+            "train.best_metric=mean_r",
+            "calibrate=temperature",
+            f"train.output_dir={tmp_path}",
+            "train.progress=false",
+        ],
+    )
+    with pytest.raises(
+        ConfigError, match=r"^calibrate: calibration applies to classification tasks, not 'rating'$"
+    ):
+        recipe.run_recipe(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(
+        ConfigError, match=r"^calibrate must be one of temperature, vector or null, got 'platt'$"
+    ):
+        load_config(None, ["calibrate=platt"])

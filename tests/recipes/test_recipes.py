@@ -46,7 +46,7 @@ TINY = [
     "train.progress=false",
 ]
 RUNS = {  # script -> (config, extra overrides): LoRA for genre, full fine-tuning for piano
-    "genre": ("genre_synthetic_cnn14_lora.yaml", ["data.n_per_class=3"]),
+    "genre": ("genre_synthetic_cnn14_lora.yaml", ["data.n_per_class=3", "calibrate=temperature"]),
     "piano": ("piano_synthetic_cnn14_full.yaml", ["data.n_items=24"]),
 }
 PLOTS = {
@@ -111,12 +111,26 @@ def test_run_directory(runs: dict[str, dict[str, Any]], task: str) -> None:
         assert metrics["n"] == 10 and confusion.shape == (10, 10) and confusion.sum() == 10
         assert metrics["accuracy"] == pytest.approx(np.trace(confusion) / 10)
         assert 0.0 <= metrics["macro_f1"] <= 1.0
+        # calibrate=temperature: fitted on validation after training, saved with the model, its test effect reported
+        calibration = metrics["calibration"]
+        assert calibration["task"] == "single_label" and calibration["temperature"] > 0
+        assert calibration["report"]["method"] == "temperature" and calibration["report"]["n"] == 10
+        before, after = calibration["test"]["before"], calibration["test"]["after"]
+        assert before == {
+            "nll": pytest.approx(metrics["nll"], rel=1e-5),
+            "ece": pytest.approx(metrics["ece"]),
+        }
+        assert math.isfinite(after["nll"]) and 0.0 <= after["ece"] <= 1.0
+        assert AudioModel.from_pretrained(out / "model").calibration.temperature == calibration["temperature"]
     else:
         assert set(metrics) >= {"mean_r", "per_dimension"}
         assert len(metrics["per_dimension"]) == 19 and -1.0 <= metrics["mean_r"] <= 1.0
     for name in PLOTS[task]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert {p.name for p in (out / "model").iterdir()} == {"config.json", "model.safetensors", "windows.json"}
+    saved = {"config.json", "model.safetensors", "windows.json"} | (
+        {"calibration.json"} if task == "genre" else set()
+    )
+    assert {p.name for p in (out / "model").iterdir()} == saved
     with (out / "splits.csv").open() as f:
         splits = list(csv.DictReader(f))
     assert Counter(r["split"] for r in splits) == {
