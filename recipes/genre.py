@@ -27,6 +27,12 @@ def summary(cfg: RecipeConfig, metrics: dict[str, Any]) -> str:
         f"{'class':<24} F1",
     ]
     lines += [f"{name:<24} {f1:.3f}" for name, f1 in metrics["per_class_f1"].items()]
+    if "calibration" in metrics:  # calibrate=...: fitted on validation, its effect on the test clips
+        before, after = metrics["calibration"]["test"]["before"], metrics["calibration"]["test"]["after"]
+        lines.append(
+            f"calibration ({metrics['calibration']['report']['method']}, T={metrics['calibration']['temperature']:.3f}):"
+            f" test ECE {before['ece']:.3f} -> {after['ece']:.3f}, NLL {before['nll']:.3f} -> {after['nll']:.3f}"
+        )
     lines.append(f"run directory: {cfg.train.output_dir}")
     return "\n".join(lines)
 

@@ -199,6 +199,11 @@ def test_summary_is_printed(runs: dict[str, dict[str, Any]]) -> None:
         in genre["stdout"]
     )
     assert f"mean r {piano['metrics']['mean_r']:.3f}" in piano["stdout"]
+    test = genre["metrics"]["calibration"]["test"]
+    assert (
+        f"test ECE {test['before']['ece']:.3f} -> {test['after']['ece']:.3f}, "
+        f"NLL {test['before']['nll']:.3f} -> {test['after']['nll']:.3f}" in genre["stdout"]
+    )
     first = next(iter(piano["metrics"]["per_dimension"]))
     assert first == "Timing (stable-unstable)" and first in piano["stdout"]
 
