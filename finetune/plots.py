@@ -387,6 +387,8 @@ def plot_stream_timeline(
             ax.plot(track.times, values[:, i], color=colour[names[i]], lw=1.3, label=names[i])
         ax.set_xlim(float(np.min(track.times)), float(np.max(track.times)) + 1e-9)
         ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.set_title(
             title + ("   (bands: reported label; top strip: truth)" if track.truth else ""), fontsize=9
         )
