@@ -1,4 +1,4 @@
-"""Command line: ``python -m finetune [--debug] {info,demo,predict,...}``.
+"""Command line: ``python -m finetune [--debug] {info,demo,predict,stream,...}``.
 
 Each sub-command is a small function registered in ``COMMANDS``; it imports what it needs when it runs. Every
 command (and every recipe script, through :func:`run_command`) shares one error policy: a user error (a bad
@@ -143,10 +143,24 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
+def _stream(args: argparse.Namespace) -> int:
+    """Stream files, stdin or a microphone through a saved model: one line per hop, segments, JSONL, timeline."""
+    from .streaming.cli import run_stream
+
+    return run_stream(args)
+
+
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    from .streaming.cli import add_arguments
+
+    add_arguments(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]] = {
     "info": (_info, lambda p: None),
     "demo": (_demo, _demo_args),
     "predict": (_predict, _predict_args),
+    "stream": (_stream, _stream_args),
 }
 
 

@@ -1,5 +1,5 @@
 """Plots people would rather look at than read: loss curves, confusion matrices, reliability diagrams,
-per-class average precision, per-dimension rating scatter and R2/correlation bars. Each ``plot_*`` function
+per-class average precision, per-dimension rating scatter and R2/correlation bars, and a live stream's timeline. Each ``plot_*`` function
 writes one PNG and returns its path. Legends sit outside the axes (never on the data), a confusion matrix has
 its accuracy in the title, and a reliability diagram its ECE in the title and each bin's count on its bar.
 
@@ -12,6 +12,7 @@ figure.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +24,7 @@ from heads.tasks import Task, get_task
 
 __all__ = [
     "TASK_PLOTS",
+    "StreamTrack",
     "plot_average_precision",
     "plot_confusion_matrix",
     "plot_evaluation",
@@ -30,6 +32,7 @@ __all__ = [
     "plot_multilabel_reliability",
     "plot_ratings",
     "plot_reliability",
+    "plot_stream_timeline",
     "register_task_plots",
 ]
 
@@ -333,6 +336,66 @@ def _rating_plots(
     out_dir: Path,
 ) -> list[Path]:
     return [plot_ratings(predictions, targets, names, metrics["per_dimension"], out_dir / "ratings.png")]
+
+
+Segment = tuple[float, float, str]  # (start s, end s, label)
+
+
+@dataclass(frozen=True)
+class StreamTrack:
+    """One stream for :func:`plot_stream_timeline`.
+
+    Attributes:
+        times: hop times (s of stream), ``[H]``.
+        values: per-hop values (e.g. smoothed probabilities), ``[H, C]`` in the order of the labels.
+        segments: the reported label's segments, drawn as coloured bands.
+        truth: the true segments where known (a synthetic radio), drawn as a strip above the axes.
+    """
+
+    times: np.ndarray
+    values: np.ndarray
+    segments: Sequence[Segment] = ()
+    truth: Sequence[Segment] = ()
+
+
+def plot_stream_timeline(
+    tracks: Mapping[str, StreamTrack],
+    labels: Sequence[str],
+    path: str | Path,
+    ylabel: str = "probability",
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+) -> Path:
+    """Values over time, one panel per stream, with the segments as bands in their label's colour (and the
+    true segments, where given, as a strip along the top). Only the labels that lead at some hop, or name a
+    segment, get a line and a legend entry, so that a 50-class model stays readable. ``ylim=None`` scales the
+    axis to the values (ratings)."""
+    plt = _pyplot()
+    names = list(labels)
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colour = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 2.6 * len(tracks) + 0.6), squeeze=False)
+    for ax, (title, track) in zip(axes[:, 0], tracks.items()):
+        values = np.asarray(track.values, dtype=float)
+        shown = set(values.argmax(axis=1).tolist()) | {
+            names.index(s[2]) for s in (*track.segments, *track.truth) if s[2] in colour
+        }
+        for start, end, label in track.segments:
+            ax.axvspan(start, end, color=colour.get(label, "grey"), alpha=0.18, lw=0)
+        for start, end, label in track.truth:
+            ax.axvspan(start, end, ymin=0.95, ymax=1.0, color=colour.get(label, "grey"), lw=0)
+        for i in sorted(shown):
+            ax.plot(track.times, values[:, i], color=colour[names[i]], lw=1.3, label=names[i])
+        ax.set_xlim(float(np.min(track.times)), float(np.max(track.times)) + 1e-9)
+        ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(
+            title + ("   (bands: reported label; top strip: truth)" if track.truth else ""), fontsize=9
+        )
+        ax.grid(alpha=0.3)
+        _legend_outside(ax, fontsize=7)
+    axes[-1, 0].set_xlabel("stream time (s)")
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: str | Path) -> Path:

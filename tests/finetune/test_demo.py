@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from finetune.config import ConfigError
 from finetune.data.gtzan import GTZANConfig
-from finetune.demo import add_arguments, demo_config
+from finetune.demo import add_arguments, demo_config, stream_radio
+from finetune.model import build_model
+from tests.audio_signals import music
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +121,23 @@ def test_demo_writes_metrics_plots_model_and_timeline(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert (out / "model" / "config.json").is_file() and (out / "checkpoints" / "step_3").is_dir()
     timeline = json.loads((out / "timeline.json").read_text())
-    # 5 styles x 8 s, 4 s window, 1 s hop -> windows ending at 4, 5, ..., 40 s
-    assert [e["time"] for e in timeline] == [float(t) for t in range(4, 41)]
-    assert all(abs(sum(e["smoothed"]) - 1.0) < 1e-5 for e in timeline)
+    # 5 styles x 8 s streamed in hops of 0.5 s from the first (start policy "partial") to the end at 40 s
+    hops = timeline["hops"]
+    assert [h["time"] for h in hops] == [0.5 * k for k in range(1, 81)]
+    assert all(abs(sum(h["smoothed"]) - 1.0) < 1e-5 for h in hops)
+    styles = ["rock", "classical", "disco", "jazz", "metal"]
+    assert [h["true"] for h in hops] == [styles[min(4, (k - 1) // 16)] for k in range(1, 81)]
+    assert timeline["hop_accuracy"] == sum(h["label"] == h["true"] for h in hops) / 80
+    assert f"Hop accuracy {timeline['hop_accuracy']:.2f} over 80 hops" in proc.stdout
+    # the decision segments (none when no genre ever leads by the margin) are printed with their truth
+    segments = timeline["segments"]
+    printed = proc.stdout.split("Decision segments:\n")[1].splitlines()
+    if segments:
+        assert [line[:29] for line in printed[: len(segments)]] == [
+            f"  {a:5.1f}-{b:5.1f} s  {label:<10} (true: " for a, b, label in segments
+        ]
+    else:
+        assert printed[0] == "  none: no genre led by 0.2 for 2 hops (an undertrained model)"
     assert "from random initialisation" in proc.stdout and "accuracy" in proc.stdout
 
 
@@ -146,3 +163,21 @@ def test_demo_runs_with_another_backbone(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((out / "model" / "config.json").read_text())
     assert "passt_s.tiny" in json.dumps(saved) and (out / "timeline.json").is_file()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_radio_streams_through_the_engine_and_its_segments_follow_the_decisions() -> None:
+    """``stream_radio`` (the demo's radio): hops on the 0.5 s grid from the first, averaged windows, and decision
+    segments that tile the hops from the first decision to the last hop, each with the label of its hops."""
+    torch.manual_seed(0)
+    model = build_model("cnn14.tiny", head="linear", labels=("a", "b", "c")).eval()
+    wave = music(1, 6 * 32000, 32000, seed=4)[0].numpy()
+    wave[3 * 32000 :] = music(1, 3 * 32000, 32000, seed=9)[0].numpy() * 0.3  # another piece, quieter
+    hops, segments = stream_radio(model, wave, 32000, windows=(1.0, 2.0), postprocess={"decisions": {}})
+    assert [h.time for h in hops] == [0.5 * k for k in range(1, 13)]
+    assert [h.partial for h in hops] == [h.time < 2.0 for h in hops]
+    assert all(set(h.outputs) == {1.0, 2.0} for h in hops)
+    assert segments[0][0] == 0.5 and segments[-1][1] == 6.0  # min_hops 1: decided at the first hop
+    assert all(a[1] == b[0] and a[2] != b[2] for a, b in zip(segments, segments[1:]))
+    for start, end, label in segments:
+        assert {h.label for h in hops if start <= h.time < end} == {label}

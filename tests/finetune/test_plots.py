@@ -141,3 +141,26 @@ def test_legends_sit_off_the_data(tmp_path: Path, figures: dict[str, Any]) -> No
     plots.plot_average_precision({"a": 0.9, "b": 0.2}, tmp_path / "ap.png", chance=[0.5, 0.5])
     ap = figures["ap.png"].axes[0]
     assert _outside(figures["ap.png"], ap.get_legend(), ap)
+
+
+def test_stream_timeline_draws_segments_truth_and_only_the_leading_labels(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    times = np.arange(1.0, 6.0, 0.5)
+    values = np.tile([0.6, 0.3, 0.1, 0.0], (len(times), 1))
+    values[5:] = [0.2, 0.7, 0.1, 0.0]  # "b" leads from 3.5 s; "c" and "d" never lead
+    track = plots.StreamTrack(
+        times, values, [(1.0, 3.5, "a"), (3.5, 5.5, "b")], [(0.0, 3.0, "a"), (3.0, 6.0, "d")]
+    )
+    path = plots.plot_stream_timeline(
+        {"one": track, "two": plots.StreamTrack(times, values)}, "abcd", tmp_path / "t.png"
+    )
+    assert path == tmp_path / "t.png" and path.read_bytes()[:8] == PNG
+    first, second = figures["t.png"].axes
+    assert [t.get_text() for t in first.get_legend().get_texts()] == ["a", "b", "d"]  # d names a true segment
+    assert [t.get_text() for t in second.get_legend().get_texts()] == ["a", "b"]
+    assert len(first.patches) == 4 and len(second.patches) == 0  # 2 reported + 2 true bands
+    assert first.get_ylim() == (0.0, 1.0) and first.get_xlim() == pytest.approx((1.0, 5.5))
+    assert (
+        first.get_title() == "one   (bands: reported label; top strip: truth)" and second.get_title() == "two"
+    )
