@@ -105,6 +105,22 @@ def test_exit_status_is_one_when_a_cell_failed(tmp_path: Path, capsys: pytest.Ca
     assert "failed: tones/fold0/cnn14.tiny/linear_probe/seed0: CheckpointError: checkpoint file" in out
 
 
+@pytest.mark.usefixtures("tones", "one_thread")
+def test_report_only_runs_nothing_and_exits_one_while_cells_are_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--backbones", "cnn14.tiny", "--task", "tones", "--mode", "linear_probe", "--out", str(tmp_path / "run"),
+        "--cache", str(tmp_path / "cache"), "--no-progress", "--no-plots", "--bootstrap", "20", "--no-baselines",
+    ]  # fmt: skip
+    assert cli.main([*argv, "--seeds", "1"]) == 0
+    assert cli.main([*argv, "--seeds", "2", "--report-only"]) == 1
+    out = capsys.readouterr().out
+    assert "1 cell(s) finished, 0 failed, 1 not run; wrote" in out
+    assert not (tmp_path / "run" / "cells" / "tones/fold0/cnn14.tiny/linear_probe/seed1").exists()
+    assert cli.main([*argv, "--seeds", "1", "--report-only"]) == 0
+
+
 def test_list_names_the_tasks_and_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
