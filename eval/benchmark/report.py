@@ -24,8 +24,7 @@ from safetensors.numpy import load_file
 from heads.tasks import get_task
 
 from ..timing import machine_info
-from .modes import MODES
-from .plots import plot_task
+from .plots import plot_task, row_order
 from .runner import NOT_RUN
 from .scoring import BOOTSTRAP_METRICS, bootstrap
 
@@ -149,23 +148,6 @@ def _weights(row: Mapping[str, Any]) -> str:
     return "random init" if row.get("checkpoint") is None else f"`{Path(str(row['checkpoint'])).name}`"
 
 
-def _row_order(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Baselines first, then each backbone's modes in :data:`~.modes.MODES` order (probes before fine-tuning)."""
-    modes = list(MODES)
-
-    def key(model: str) -> tuple[bool, str, int, str]:
-        row = rows[model]
-        mode = row.get("mode")
-        return (
-            row["backbone"] != "baseline",
-            row["backbone"],
-            modes.index(mode) if mode in modes else -1,
-            model,
-        )
-
-    return sorted(rows, key=key)
-
-
 def _table(task_kind: str, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
     columns = TABLE_COLUMNS[task_kind]
     classification = task_kind != "rating"
@@ -174,7 +156,7 @@ def _table(task_kind: str, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
         header += ["ECE raw → calibrated", "NLL raw → calibrated"]
     header.append("s / cell")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in _row_order(rows):
+    for model in row_order(rows):
         row = rows[model]
         m = row["metrics"]
         values = [model, _weights(row), str(row["cells"])]
@@ -199,7 +181,7 @@ def _per_class(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
     classes = list(next(iter(with_f1.values()))["per_class_f1"])
     lines = ["", "Per-class F1 (mean over cells):", "", "| model | " + " | ".join(classes) + " |"]
     lines.append("|" + "---|" * (len(classes) + 1))
-    for model in _row_order(with_f1):
+    for model in row_order(with_f1):
         row = with_f1[model]
         lines.append(f"| {model} | " + " | ".join(f"{row['per_class_f1'][c]:.2f}" for c in classes) + " |")
     return lines
