@@ -118,16 +118,21 @@ def _seeds(text: str) -> list[int]:
 def _tasks(args: argparse.Namespace) -> list[BenchmarkTask]:
     tasks = [get_benchmark_task(spec) for spec in _split(args.task, "synthetic_genres")]
     overrides = _key_values(args.data, "--data")
+    names = sorted(
+        {*BENCHMARK_TASKS, *(t.name for t in tasks)}, key=len, reverse=True
+    )  # longest prefix first
     out = []
     for task in tasks:
         settings: dict[str, Any] = {}
         if args.clips_per_class is not None and task.size_key is not None:
             settings[task.size_key] = args.clips_per_class * task.size_per_class
         for key, value in overrides:
-            if key.startswith(f"{task.name}."):
-                settings[key[len(task.name) + 1 :]] = value
-            elif not any(key.startswith(f"{t.name}.") for t in tasks):
+            # TASK.KEY sets KEY of that task only; the other tasks (of this run or not) ignore it
+            target = next((n for n in names if key.startswith(f"{n}.")), None)
+            if target is None:
                 settings[key] = value
+            elif target == task.name:
+                settings[key[len(target) + 1 :]] = value
         task = task.with_settings(**settings)
         DataConfig.from_dict({"name": task.dataset, **task.settings}, f"data ({task.name})")  # fail early
         out.append(task)

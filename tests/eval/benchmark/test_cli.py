@@ -121,6 +121,21 @@ def test_report_only_runs_nothing_and_exits_one_while_cells_are_missing(
     assert cli.main([*argv, "--seeds", "1", "--report-only"]) == 0
 
 
+def test_task_prefixed_data_settings_apply_to_that_task_only_even_when_it_is_not_run() -> None:
+    shared = [
+        "--data",
+        "synthetic_tags.n_items=100",
+        "--data",
+        "synthetic_piano.n_items=80",
+        "--data",
+        "seed=3",
+    ]
+    (genres,) = parse_options(["--out", "x", "--task", "synthetic_genres", *shared]).tasks
+    assert "n_items" not in genres.settings and genres.settings["seed"] == 3
+    (piano,) = parse_options(["--out", "x", "--task", "synthetic_piano", *shared]).tasks
+    assert (piano.settings["n_items"], piano.settings["seed"]) == (80, 3)
+
+
 def test_list_names_the_tasks_and_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
