@@ -20,7 +20,7 @@ from finetune.data.registry import DataConfig
 
 from .modes import expand_modes
 from .probes import ProbeConfig
-from .runner import BenchmarkOptions, run_benchmark
+from .runner import NOT_RUN, BenchmarkOptions, run_benchmark
 from .tasks import BENCHMARK_TASKS, TASK_FACTORIES, BenchmarkTask, get_benchmark_task
 
 __all__ = ["build_parser", "main", "parse_options"]
@@ -32,7 +32,9 @@ EPILOG = """examples:
   python -m eval benchmark --task folder:/data/my_genres --backbones cnn14.audioset_32k --out runs/mine
 
 seeds: N runs seeds 0..N-1; a comma list (e.g. 3,7) runs those seeds.
-exit status: 0 when every cell finished, 1 when some failed (their errors are in results.json and results.md)."""
+a grid run in parts (e.g. full fine-tuning with fewer seeds than the probes) gets one report: rerun the whole
+grid's command with --report-only.
+exit status: 0 when every cell finished, 1 when some failed or were not run (listed in results.json and results.md)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="leave out the baseline rows")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no cell: report the grid's finished cells under --out and list the rest as not run",
+    )
     p.add_argument("--list", action="store_true", help="list the registered tasks and modes, then exit")
     return p
 
@@ -111,16 +118,21 @@ def _seeds(text: str) -> list[int]:
 def _tasks(args: argparse.Namespace) -> list[BenchmarkTask]:
     tasks = [get_benchmark_task(spec) for spec in _split(args.task, "synthetic_genres")]
     overrides = _key_values(args.data, "--data")
+    names = sorted(
+        {*BENCHMARK_TASKS, *(t.name for t in tasks)}, key=len, reverse=True
+    )  # longest prefix first
     out = []
     for task in tasks:
         settings: dict[str, Any] = {}
         if args.clips_per_class is not None and task.size_key is not None:
             settings[task.size_key] = args.clips_per_class * task.size_per_class
         for key, value in overrides:
-            if key.startswith(f"{task.name}."):
-                settings[key[len(task.name) + 1 :]] = value
-            elif not any(key.startswith(f"{t.name}.") for t in tasks):
+            # TASK.KEY sets KEY of that task only; the other tasks (of this run or not) ignore it
+            target = next((n for n in names if key.startswith(f"{n}.")), None)
+            if target is None:
                 settings[key] = value
+            elif target == task.name:
+                settings[key[len(target) + 1 :]] = value
         task = task.with_settings(**settings)
         DataConfig.from_dict({"name": task.dataset, **task.settings}, f"data ({task.name})")  # fail early
         out.append(task)
@@ -169,6 +181,7 @@ def _options(
             probe=probe,
             plots=not args.no_plots,
             progress=not args.no_progress,
+            report_only=args.report_only,
             command=shlex.join(
                 ["python", "-m", "eval", "benchmark", *(argv if argv is not None else sys.argv[2:])]
             ),
@@ -204,11 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     payload = run_benchmark(options)
-    failed = [c for c in payload["cells"] if c["status"] != "ok"]
-    done = len(payload["cells"]) - len(failed)
+    failed = [c for c in payload["cells"] if c["status"] == "failed"]
+    not_run = [c for c in payload["cells"] if c["status"] == NOT_RUN]
+    done = len(payload["cells"]) - len(failed) - len(not_run)
     print(
-        f"{done} cell(s) finished, {len(failed)} failed; wrote {options.out / 'results.json'} and {options.out / 'results.md'}"
+        f"{done} cell(s) finished, {len(failed)} failed"
+        + (f", {len(not_run)} not run" if not_run else "")
+        + f"; wrote {options.out / 'results.json'} and {options.out / 'results.md'}"
     )
     for cell in failed:
         print(f"  failed: {cell['cell']}: {cell['error']}")
-    return 1 if failed else 0
+    return 1 if failed or not_run else 0

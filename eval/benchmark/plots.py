@@ -14,9 +14,27 @@ from safetensors.numpy import load_file
 from finetune.plots import plot_confusion_matrix
 from heads.metrics import sigmoid, softmax
 
+from .modes import MODES
 from .tasks import BenchmarkTask
 
-__all__ = ["plot_comparison", "plot_dimension_r2", "plot_reliability_pair", "plot_task"]
+__all__ = ["plot_comparison", "plot_dimension_r2", "plot_reliability_pair", "plot_task", "row_order"]
+
+
+def row_order(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Baselines first, then each backbone's modes in :data:`~.modes.MODES` order (probes before fine-tuning)."""
+    modes = list(MODES)
+
+    def key(model: str) -> tuple[bool, str, int, str]:
+        row = rows[model]
+        mode = row.get("mode")
+        return (
+            row["backbone"] != "baseline",
+            row["backbone"],
+            modes.index(mode) if mode in modes else -1,
+            model,
+        )
+
+    return sorted(rows, key=key)
 
 
 def _pyplot():  # noqa: ANN202  (matplotlib's module type)
@@ -40,7 +58,7 @@ def plot_comparison(rows: Mapping[str, Mapping[str, Any]], metric: str, path: Pa
     """Horizontal bars of each model's mean ``metric`` with its pooled 95% interval as error bars and each cell
     as a dot; baselines in grey."""
     plt = _pyplot()
-    models = sorted(rows, key=lambda m: (rows[m]["backbone"] != "baseline", m))
+    models = row_order(rows)
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * len(models)))
     for i, model in enumerate(models):
         stats = rows[model]["metrics"].get(metric)
@@ -103,7 +121,7 @@ def plot_reliability_pair(
 def plot_dimension_r2(rows: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     """Grouped bars: the mean test R2 of every rating dimension for every model."""
     plt = _pyplot()
-    models = [m for m in sorted(rows) if "per_dimension_r2" in rows[m]]
+    models = [m for m in row_order(rows) if "per_dimension_r2" in rows[m]]
     dims = list(rows[models[0]]["per_dimension_r2"])
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(dims) * max(1, len(models) / 3)), 4.5))

@@ -198,16 +198,20 @@ _LOSSES: Mapping[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Ma
 
 @dataclass
 class _TorchProbe(Probe):
+    """An MLP on standardised features; rating outputs are standardised targets, mapped back on prediction."""
+
     mean: np.ndarray
     scale: np.ndarray
     net: nn.Module
     best_epoch: int
+    target_mean: np.ndarray | float = 0.0
+    target_scale: np.ndarray | float = 1.0
 
     @torch.no_grad()
     def predict_rows(self, x: np.ndarray) -> np.ndarray:
         self.net.eval()
         z = torch.as_tensor((x - self.mean) / self.scale, dtype=torch.float32)
-        return self.net(z).numpy()
+        return self.net(z).numpy() * self.target_scale + self.target_mean
 
 
 def _fit_mlp(
@@ -224,6 +228,12 @@ def _fit_mlp(
     mean, scale = _standardiser(train.x)
     x = torch.as_tensor((train.x - mean) / scale, dtype=torch.float32)
     y = torch.as_tensor(train.row_targets, dtype=torch.float32)
+    target_mean, target_scale = 0.0, 1.0
+    if task.name == "rating":  # regress standardised ratings: an untrained output then sits near the mean
+        target_mean, target_scale = _standardiser(train.row_targets)
+        y = (y - torch.as_tensor(target_mean, dtype=torch.float32)) / torch.as_tensor(
+            target_scale, dtype=torch.float32
+        )
     n_out = int(max(train.targets.max(), validation.targets.max())) + 1 if y.ndim == 1 else y.shape[1]
     net = nn.Sequential(
         nn.Linear(x.shape[1], params["hidden"]),
@@ -233,7 +243,7 @@ def _fit_mlp(
     )
     optimiser = torch.optim.Adam(net.parameters(), lr=params["lr"], weight_decay=config.mlp_weight_decay)
     loss_fn = _LOSSES[task.name]
-    probe = _TorchProbe(mean, scale, net, 0)
+    probe = _TorchProbe(mean, scale, net, 0, target_mean, target_scale)
     best, best_state = None, None
     for epoch in range(1, config.mlp_epochs + 1):
         net.train()

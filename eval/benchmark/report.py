@@ -24,7 +24,8 @@ from safetensors.numpy import load_file
 from heads.tasks import get_task
 
 from ..timing import machine_info
-from .plots import plot_task
+from .plots import plot_task, row_order
+from .runner import NOT_RUN
 from .scoring import BOOTSTRAP_METRICS, bootstrap
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def summarise(run_dir: Path, entries: Sequence[Mapping[str, Any]], replicates: i
             "folds": sorted({c["fold"] for c in cells}),
             "checkpoint": cells[0]["config"].get("checkpoint"),
             "metrics": {k: _stats([p.get(k, float("nan")) for p in per_cell]) for k in keys},
+            "wall_seconds": _stats([c.get("wall_seconds", float("nan")) for c in cells]),
         }
         by_fold: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
         for c in cells:
@@ -152,9 +154,9 @@ def _table(task_kind: str, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
     header = ["model", "weights", "cells", *(h for _, h in columns)]
     if classification:
         header += ["ECE raw → calibrated", "NLL raw → calibrated"]
+    header.append("s / cell")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = sorted(rows, key=lambda m: (rows[m]["backbone"] != "baseline", m))
-    for model in order:
+    for model in row_order(rows):
         row = rows[model]
         m = row["metrics"]
         values = [model, _weights(row), str(row["cells"])]
@@ -164,6 +166,10 @@ def _table(task_kind: str, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 f"{m['ece_before']['mean']:.3f} → {m['ece_after']['mean']:.3f}",
                 f"{m['nll_before']['mean']:.3f} → {m['nll_after']['mean']:.3f}",
             ]
+        elif classification:
+            values += ["-", "-"]
+        wall = row.get("wall_seconds")
+        values.append(f"{wall['mean']:.0f}" if wall and np.isfinite(wall["mean"]) else "-")
         lines.append("| " + " | ".join(values) + " |")
     return lines
 
@@ -175,7 +181,8 @@ def _per_class(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
     classes = list(next(iter(with_f1.values()))["per_class_f1"])
     lines = ["", "Per-class F1 (mean over cells):", "", "| model | " + " | ".join(classes) + " |"]
     lines.append("|" + "---|" * (len(classes) + 1))
-    for model, row in sorted(with_f1.items(), key=lambda item: (item[1]["backbone"] != "baseline", item[0])):
+    for model in row_order(with_f1):
+        row = with_f1[model]
         lines.append(f"| {model} | " + " | ".join(f"{row['per_class_f1'][c]:.2f}" for c in classes) + " |")
     return lines
 
@@ -226,7 +233,9 @@ def write_report(options: BenchmarkOptions, entries: Sequence[Mapping[str, Any]]
         "",
         "Each value is the mean ± standard deviation over the cells (seeds x folds) [95% bootstrap interval over "
         f"test clips, {options.bootstrap} resamples, pooled over the cells]. Probes and fine-tuning select on the "
-        "validation split only; calibration is temperature scaling fitted on validation and scored on test.",
+        "validation split only; calibration is temperature scaling fitted on validation and scored on test. "
+        "s / cell: mean wall seconds of one cell (the first cell that reads a task at a sample rate also builds or "
+        "renders that data; a linear probe cell also embeds the clips, which the MLP probe then reads from the cache).",
     ]
     for task_name, rows in summary.items():
         task = tasks[task_name]
@@ -245,8 +254,9 @@ def write_report(options: BenchmarkOptions, entries: Sequence[Mapping[str, Any]]
             "",
             *_figures(plots.get(task_name, [])),
         ]
-    failed = [e for e in entries if e["status"] != "ok"]
-    if failed:
-        lines += ["", "## Failed cells", ""] + [f"- `{e['cell']}`: {e['error']}" for e in failed]
+    for status, title in (("failed", "Failed cells"), (NOT_RUN, "Cells not run")):
+        listed = [e for e in entries if e["status"] == status]
+        if listed:
+            lines += ["", f"## {title}", ""] + [f"- `{e['cell']}`: {e['error']}" for e in listed]
     (run_dir / "results.md").write_text("\n".join(lines) + "\n")
     return payload

@@ -4,7 +4,9 @@ Each cell writes ``cells/<task>/fold<i>/<backbone>/<mode>/seed<s>/`` with ``pred
 and test predictions and targets, calibrated test logits) and, when it finished, ``done.json`` (its results entry).
 A rerun skips every cell whose ``done.json`` carries the same settings fingerprint; a cell that raised is recorded
 with its error (``failed.json``) and retried on the next run, while the grid goes on. Baselines are deterministic
-and run once per fold (with the first seed).
+and run once per fold (with the first seed). A report-only run (``report_only``) runs nothing: it reports the
+finished cells of the grid and lists the others as not run, so a grid finished in parts (some modes with fewer
+seeds, a cluster job cut short) gets one report.
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ from .protocols import get_protocol
 from .scoring import score_predictions
 from .tasks import BenchmarkTask
 
-__all__ = ["BASELINE", "BenchmarkOptions", "Cell", "RunContext", "plan_cells", "run_benchmark"]
+__all__ = ["BASELINE", "NOT_RUN", "BenchmarkOptions", "Cell", "RunContext", "plan_cells", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
 BASELINE = "baseline"
 """The backbone column of baseline rows."""
+
+NOT_RUN = "not_run"
+"""The status of a cell a report-only run found unfinished."""
 
 BASELINE_SAMPLE_RATE = 16000
 """The rate baselines read audio at when no backbone is benchmarked; otherwise they share the first backbone's
@@ -73,6 +78,7 @@ class BenchmarkOptions:
         probe: the probes' hyper-parameter grids.
         plots: draw the figures.
         progress: show progress bars.
+        report_only: run no cell; report the finished ones and list the rest as not run.
         command: the command line, recorded in the results.
     """
 
@@ -94,6 +100,7 @@ class BenchmarkOptions:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     plots: bool = True
     progress: bool = True
+    report_only: bool = False
     command: str = ""
 
 
@@ -345,6 +352,20 @@ def _failure(cell: Cell, error: BaseException, context: RunContext, seconds: flo
     }
 
 
+def _not_run(cell: Cell) -> dict[str, Any]:
+    return {
+        "cell": cell.name,
+        "task": cell.task.name,
+        "fold": cell.fold,
+        "backbone": cell.backbone,
+        "mode": cell.mode,
+        "model": cell.model,
+        "seed": cell.seed,
+        "status": NOT_RUN,
+        "error": "not run (no finished cell with these settings)",
+    }
+
+
 def _finished(cell: Cell, context: RunContext) -> dict[str, Any] | None:
     done = context.cell_dir(cell) / "done.json"
     if not done.is_file():
@@ -377,6 +398,9 @@ def run_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
         entry = _finished(cell, context)
         if entry is not None:
             entries.append({**entry, "resumed": True})
+            continue
+        if options.report_only:
+            entries.append(_not_run(cell))
             continue
         t0 = time.perf_counter()
         failed = context.cell_dir(cell) / "failed.json"

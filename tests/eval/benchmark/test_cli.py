@@ -105,6 +105,37 @@ def test_exit_status_is_one_when_a_cell_failed(tmp_path: Path, capsys: pytest.Ca
     assert "failed: tones/fold0/cnn14.tiny/linear_probe/seed0: CheckpointError: checkpoint file" in out
 
 
+@pytest.mark.usefixtures("tones", "one_thread")
+def test_report_only_runs_nothing_and_exits_one_while_cells_are_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--backbones", "cnn14.tiny", "--task", "tones", "--mode", "linear_probe", "--out", str(tmp_path / "run"),
+        "--cache", str(tmp_path / "cache"), "--no-progress", "--no-plots", "--bootstrap", "20", "--no-baselines",
+    ]  # fmt: skip
+    assert cli.main([*argv, "--seeds", "1"]) == 0
+    assert cli.main([*argv, "--seeds", "2", "--report-only"]) == 1
+    out = capsys.readouterr().out
+    assert "1 cell(s) finished, 0 failed, 1 not run; wrote" in out
+    assert not (tmp_path / "run" / "cells" / "tones/fold0/cnn14.tiny/linear_probe/seed1").exists()
+    assert cli.main([*argv, "--seeds", "1", "--report-only"]) == 0
+
+
+def test_task_prefixed_data_settings_apply_to_that_task_only_even_when_it_is_not_run() -> None:
+    shared = [
+        "--data",
+        "synthetic_tags.n_items=100",
+        "--data",
+        "synthetic_piano.n_items=80",
+        "--data",
+        "seed=3",
+    ]
+    (genres,) = parse_options(["--out", "x", "--task", "synthetic_genres", *shared]).tasks
+    assert "n_items" not in genres.settings and genres.settings["seed"] == 3
+    (piano,) = parse_options(["--out", "x", "--task", "synthetic_piano", *shared]).tasks
+    assert (piano.settings["n_items"], piano.settings["seed"]) == (80, 3)
+
+
 def test_list_names_the_tasks_and_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out

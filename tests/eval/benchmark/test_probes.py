@@ -113,3 +113,23 @@ def test_bad_probe_requests_name_what_to_fix() -> None:
     empty = ProbeData.build([], np.zeros(0, np.int64), [])
     with pytest.raises(ValueError, match="probes need training and validation clips, got 6 and 0"):
         select_probe("linear", data, empty, SINGLE_LABEL, "accuracy")
+
+
+def _ratings(n: int, seed: int) -> ProbeData:
+    """Two PercePiano-like ratings (about 0.6, spread 0.05) linear in 4-D features, one crop per clip."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (0.6 + 0.05 * np.stack([x[:, 0], x[:, 1] - x[:, 2]], axis=1) / np.array([1.0, 1.4])).astype(
+        np.float32
+    )
+    return ProbeData.build([row[None] for row in x], y, [f"r{seed}-{i}" for i in range(n)])
+
+
+def test_mlp_rating_probe_regresses_standardised_targets_and_predicts_in_their_units() -> None:
+    train, validation = _ratings(64, 0), _ratings(32, 1)
+    config = ProbeConfig(mlp_hidden=(16,), mlp_lr=(1e-2,), mlp_epochs=40)
+    probe, record = select_probe("mlp", train, validation, RATING, "mean_r2", config, seed=0)
+    pred = probe.predict(validation)
+    assert pred.shape == (32, 2)
+    assert np.abs(pred.mean(axis=0) - validation.targets.mean(axis=0)).max() < 0.01
+    assert record["chosen"]["validation"] > 0.8

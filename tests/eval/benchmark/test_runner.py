@@ -111,6 +111,40 @@ def test_a_rerun_skips_finished_cells_and_reruns_only_what_is_missing(
     assert len(calls) == 1 + 4
 
 
+def test_a_report_only_run_reports_the_finished_cells_and_lists_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_benchmark(_options(tmp_path, seeds=[0]))
+    monkeypatch.setattr(runner, "run_cell", lambda cell, context: pytest.fail(f"ran {cell.name}"))
+    payload = run_benchmark(_options(tmp_path, modes=["linear_probe", "mlp_probe"], report_only=True))
+    status = {c["cell"]: c["status"] for c in payload["cells"]}
+    assert status == {
+        "tones/fold0/baseline/majority/seed0": "ok",
+        "tones/fold0/baseline/spectral/seed0": "ok",
+        "tones/fold0/cnn14.tiny/linear_probe/seed0": "ok",
+        "tones/fold0/cnn14.tiny/mlp_probe/seed0": runner.NOT_RUN,
+        "tones/fold0/cnn14.tiny/linear_probe/seed1": runner.NOT_RUN,
+        "tones/fold0/cnn14.tiny/mlp_probe/seed1": runner.NOT_RUN,
+    }
+    rows = payload["summary"]["tones"]
+    assert set(rows) == {
+        "baseline: majority / training mean",
+        "baseline: log-mel mean+std, linear",
+        "cnn14.tiny linear probe",
+    }
+    assert rows["cnn14.tiny linear probe"]["cells"] == 1
+    assert rows["cnn14.tiny linear probe"]["metrics"]["accuracy"]["mean"] == pytest.approx(
+        first["cells"][2]["metrics"]["accuracy"]
+    )
+    report = (tmp_path / "run" / "results.md").read_text()
+    assert (
+        "## Cells not run\n\n- `tones/fold0/cnn14.tiny/mlp_probe/seed0`: not run (no finished cell with these settings)"
+        in report
+    )
+    assert "## Failed cells" not in report
+    assert not (tmp_path / "run" / "cells" / "tones/fold0/cnn14.tiny/mlp_probe").exists()
+
+
 def test_a_failing_cell_is_recorded_while_the_others_finish(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pth"
     opts = _options(
