@@ -17,6 +17,8 @@ import time
 from importlib.resources import files
 from typing import Any
 
+import torch
+
 from eval.timing import write_result
 from finetune.config import load_config
 from finetune.data.registry import DATASETS, TaskData, register_dataset
@@ -129,14 +131,29 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="data loader processes (the collate stretches)"
     )
     parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe overrides for every run, to scale the study (e.g. data.n_per_class=20)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run (1 seed, 20 steps, 6 clips per class), nothing written",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: a loaded machine's cores thrash with more)",
+    )
     args = parser.parse_args(argv)
-    args.data_overrides = []
+    torch.set_num_threads(args.threads)
+    args.data_overrides = list(args.set)
     if args.quick:
-        args.seeds, args.steps, args.data_overrides = args.seeds[:1], 20, ["data.n_per_class=6"]
+        args.seeds, args.steps = args.seeds[:1], 20
+        args.data_overrides.append("data.n_per_class=6")
     _register_cached_data(args.data_overrides)
     runs = []
     for seed in args.seeds:  # seeds outermost: load drifts hit every setting alike
