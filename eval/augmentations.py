@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from eval.timing import write_result
 from finetune.config import load_config
@@ -91,33 +95,53 @@ def run_one(setting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and sample standard deviation of each metric per setting, and the change in mean accuracy."""
+    """Mean and sample standard deviation of each metric per setting, and the accuracy change against
+    ``none`` paired by seed (same data, initialisation and batch order): its mean and standard deviation over
+    the seeds that have both runs."""
     out: dict[str, dict[str, float]] = {}
+    base = {r["seed"]: r["accuracy"] for r in runs if r["setting"] == "none"}
     for setting in dict.fromkeys(r["setting"] for r in runs):
         rows = [r for r in runs if r["setting"] == setting]
         out[setting] = {"n": len(rows)}
         for key in ("accuracy", "macro_f1", "ece"):
-            values = [r[key] for r in rows]
-            out[setting][f"{key}_mean"] = statistics.fmean(values)
-            out[setting][f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    base = out.get("none", {}).get("accuracy_mean")
-    for row in out.values():
-        row["accuracy_change"] = row["accuracy_mean"] - base if base is not None else float("nan")
+            out[setting].update(_mean_std(key, [r[key] for r in rows]))
+        changes = [r["accuracy"] - base[r["seed"]] for r in rows if r["seed"] in base]
+        out[setting].update(
+            _mean_std("accuracy_change", changes) if changes else {"accuracy_change_mean": float("nan")}
+        )
     return out
 
 
+def _mean_std(key: str, values: list[float]) -> dict[str, float]:
+    return {
+        f"{key}_mean": statistics.fmean(values),
+        f"{key}_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
 def table(summary: dict[str, dict[str, float]]) -> str:
+    """The summary as a Markdown table (mean ± standard deviation over seeds)."""
     lines = [
-        "| setting | runs | test accuracy | change vs none | macro-F1 | ECE |",
+        "| setting | runs | test accuracy | change vs none (paired by seed) | macro-F1 | ECE |",
         "|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
+        change = f"{s['accuracy_change_mean']:+.3f}"
+        if "accuracy_change_std" in s:
+            change += f" ± {s['accuracy_change_std']:.3f}"
         lines.append(
-            f"| {name} | {int(s['n'])} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | "
-            f"{s['accuracy_change']:+.3f} | {s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} | "
-            f"{s['ece_mean']:.3f} ± {s['ece_std']:.3f} |"
+            f"| {name} | {int(s['n'])} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {change} | "
+            f"{s['macro_f1_mean']:.3f} ± {s['macro_f1_std']:.3f} | {s['ece_mean']:.3f} ± {s['ece_std']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def resummarise(path: Path) -> str:
+    """Recompute the summary of a result file from its runs (rewriting the file) and return its table."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["summary"] = summarise(result["runs"])
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return table(result["summary"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,14 +153,38 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="data loader processes (the collate stretches)"
     )
     parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe overrides for every run, to scale the study (e.g. data.n_per_class=20)",
+    )
+    parser.add_argument(
+        "--summarise",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: recompute the summary of a result file from its runs and print its table",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run (1 seed, 20 steps, 6 clips per class), nothing written",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: a loaded machine's cores thrash with more)",
+    )
     args = parser.parse_args(argv)
-    args.data_overrides = []
+    torch.set_num_threads(args.threads)
+    if args.summarise is not None:
+        print(resummarise(args.summarise))
+        return 0
+    args.data_overrides = list(args.set)
     if args.quick:
-        args.seeds, args.steps, args.data_overrides = args.seeds[:1], 20, ["data.n_per_class=6"]
+        args.seeds, args.steps = args.seeds[:1], 20
+        args.data_overrides.append("data.n_per_class=6")
     _register_cached_data(args.data_overrides)
     runs = []
     for seed in args.seeds:  # seeds outermost: load drifts hit every setting alike

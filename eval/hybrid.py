@@ -1,7 +1,8 @@
 """Does fusing hand-made descriptors with a backbone embedding pay? ``python -m eval.hybrid [--quick]``.
 
-On the synthetic piano set and on PercePiano (MIDI rendered by :mod:`finetune.data.render`, cached under
-``$MUSICFT_CACHE``; performer and piece folds, fold 0 validates, the fixed test set scores), for each split:
+On the synthetic piano set and on PercePiano (MIDI rendered at 22050 Hz by :mod:`finetune.data.render`, cached
+under ``$MUSICFT_CACHE``; the ``performer`` and ``excerpt`` fold protocols by default, fold 0 validates, the fixed
+test set scores), for each split:
 
 - descriptors alone: a ridge regression (alpha chosen on the validation split) on the audio descriptors, the
   MIDI descriptors (PercePiano only) and both (:mod:`finetune.descriptors`);
@@ -10,7 +11,9 @@ On the synthetic piano set and on PercePiano (MIDI rendered by :mod:`finetune.da
   all of them.
 
 The backbone is a randomly initialised, frozen ``cnn14.tiny`` (no pretrained weights are downloaded here):
-its embedding of each clip's evaluation windows is cached once, and the heads train on the cached vectors with
+its embedding of each clip's evaluation windows is computed once per clip (shared by every fold) and
+standardised with the training split's statistics (:func:`standardise_embeddings` says why), and the heads
+train on the cached vectors with
 :func:`finetune.train.train` (several seeds). Reports test mean R2 and mean Pearson r over the 19 dimensions.
 Prints a Markdown table and writes ``bench/results/hybrid-<device>.json``.
 """
@@ -33,13 +36,14 @@ from finetune.data import CropCollate
 from finetune.data.percepiano import LABELS_FILE, load_percepiano
 from finetune.data.synthetic.piano import SyntheticPianoConfig, build_synthetic_piano
 from finetune.descriptors import DescriptorExtractor, descriptor_stats, with_descriptors
-from finetune.embeddings import cache_embeddings, collate_embeddings
+from finetune.embeddings import EmbeddingDataset, cache_embeddings, collate_embeddings
 from finetune.evaluation import predict
 from finetune.model import AudioModel, build_model
 from finetune.train import TrainConfig, train
 from heads import RATING
 
 SAMPLE_RATE = 32000
+RENDER_RATE = 22050  # the renders of the sound-font study; the embedding windows are read resampled to 32 kHz
 BACKBONE = "cnn14.tiny"
 ALPHAS = np.logspace(-1, 4, 11)
 
@@ -61,17 +65,87 @@ class _MidiColumn(torch.utils.data.Dataset):
 def percepiano_splits(root: Path, fold: str) -> dict[str, Any]:
     midi_dir = root / "midi"
     splits = load_percepiano(
-        root / LABELS_FILE, midi_dir=midi_dir, fold=fold, fold_index=0, sample_rate=SAMPLE_RATE
+        root / LABELS_FILE, midi_dir=midi_dir, fold=fold, fold_index=0, sample_rate=RENDER_RATE
     )
     midi = {p.stem.strip(): p for p in midi_dir.glob("*.mid")}
     return {name: _MidiColumn(ds, midi) for name, ds in splits.items()}
 
 
-def _embed(splits: dict[str, Any], window: float, crops: int) -> dict[str, Any]:
-    torch.manual_seed(0)
-    model = build_model(BACKBONE, head="rating", num_outputs=19, freeze="backbone")
-    collate = CropCollate(SAMPLE_RATE, window, train=False, crops_per_clip=crops)
-    return {k: cache_embeddings(model, ds, collate, batch_size=8) for k, ds in splits.items()}
+def _clip_name(row: Any) -> str:
+    return str(row.get("name", row.get("id")))
+
+
+class _Rows(torch.utils.data.Dataset):
+    """The rows ``(split, index)`` of several splits, as one data set."""
+
+    def __init__(self, splits: dict[str, Any], keys: list[tuple[str, int]]) -> None:
+        self.splits, self.keys = splits, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> Any:
+        split, index = self.keys[i]
+        return self.splits[split][index]
+
+
+def embed(
+    splits: dict[str, Any], window: float, crops: int, memo: dict[str, torch.Tensor]
+) -> dict[str, EmbeddingDataset]:
+    """Each split's clips as :class:`EmbeddingDataset` items (crop embeddings, ratings, descriptors).
+
+    A clip is embedded once: ``memo`` maps clip names to their crop embeddings ``[crops, D]`` and is filled
+    with the clips it lacks, so the folds of one data set share the backbone's work.
+
+    Raises:
+        RuntimeError: a clip could not be read (its embedding would be missing).
+    """
+    rows = {k: [ds[i] for i in range(len(ds))] for k, ds in splits.items()}
+    todo: dict[str, tuple[str, int]] = {}
+    for split, items in rows.items():
+        for i, row in enumerate(items):
+            if _clip_name(row) not in memo:
+                todo.setdefault(_clip_name(row), (split, i))
+    if todo:
+        torch.manual_seed(0)  # the same random backbone for every data set
+        model = build_model(BACKBONE, head="rating", num_outputs=19, freeze="backbone")
+        collate = CropCollate(SAMPLE_RATE, window, train=False, crops_per_clip=crops, on_error="raise")
+        cached = cache_embeddings(model, _Rows(splits, list(todo.values())), collate, batch_size=8)
+        if len(cached) != len(todo):
+            raise RuntimeError(f"{len(todo)} clips to embed, {len(cached)} embedded")
+        memo.update((name, item["embeddings"]) for name, item in zip(todo, cached.items))
+    return {
+        split: EmbeddingDataset(
+            [
+                {
+                    "embeddings": memo[_clip_name(row)],
+                    "ratings": torch.as_tensor(np.asarray(row["ratings"], np.float32)),
+                    "descriptors": torch.as_tensor(row["descriptors"]),
+                }
+                for row in items
+            ]
+        )
+        for split, items in rows.items()
+    }
+
+
+def standardise_embeddings(cached: dict[str, EmbeddingDataset]) -> dict[str, EmbeddingDataset]:
+    """Every split's crop embeddings standardised with the training split's per-dimension mean and standard
+    deviation (a dimension constant in training is only centred).
+
+    Why: the random, frozen backbone's embedding is nearly constant (each dimension varies by ~1e-5 around a
+    fixed value: the signal fades through the untrained convolutions and the last layer's bias dominates), so
+    a head would see no signal in it; a ridge standardises its inputs anyway, and the heads now see the same.
+    """
+    train = torch.cat([item["embeddings"] for item in cached["train"].items]).double()
+    mean, std = train.mean(0), train.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return {
+        split: EmbeddingDataset(
+            [{**item, "embeddings": ((item["embeddings"] - mean) / std).float()} for item in data.items]
+        )
+        for split, data in cached.items()
+    }
 
 
 def _matrix(cached: Any, what: str, names: tuple[str, ...], groups: tuple[str, ...]) -> np.ndarray:
@@ -172,12 +246,17 @@ def _stats(cached: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def study(
-    name: str, splits: dict[str, Any], groups: tuple[str, ...], args: argparse.Namespace
+    name: str,
+    splits: dict[str, Any],
+    groups: tuple[str, ...],
+    args: argparse.Namespace,
+    memo: dict[str, torch.Tensor],
 ) -> list[dict[str, Any]]:
+    """The ridge rows and the seeded head rows of one data set (``memo``: see :func:`embed`)."""
     extractor = DescriptorExtractor(groups)
     described = with_descriptors(splits, extractor)
     descriptor_stats(described["train"])  # every descriptor present in training
-    cached = _embed(described, args.window, args.crops)
+    cached = standardise_embeddings(embed(described, args.window, args.crops, memo))
     names = extractor.names
     rows = []
     ridge_sets = [*groups, "+".join(groups)] if len(groups) > 1 else list(groups)
@@ -211,7 +290,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--percepiano-root", type=Path, default=Path("../shared/data/percepiano"))
-    parser.add_argument("--folds", nargs="+", default=["performer", "piece"])
+    parser.add_argument("--folds", nargs="+", default=["performer", "excerpt"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--synthetic-items", type=int, default=300)
     parser.add_argument("--window", type=float, default=10.0, help="seconds per embedding window")
@@ -220,20 +299,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="synthetic only, 60 items, 1 seed, nothing written"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: a loaded machine's cores thrash with more)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.folds, args.seeds, args.synthetic_items, args.head_steps = [], args.seeds[:1], 60, 50
     rows = []
     synthetic = build_synthetic_piano(
         SyntheticPianoConfig(n_items=args.synthetic_items, clip_seconds=8.0), SAMPLE_RATE
     )
-    rows += study("synthetic piano", dict(synthetic.splits), ("audio",), args)
+    rows += study("synthetic piano", dict(synthetic.splits), ("audio",), args, {})
+    percepiano: dict[str, torch.Tensor] = {}
     for fold in args.folds:
         rows += study(
             f"PercePiano {fold} fold 0",
             percepiano_splits(args.percepiano_root, fold),
             ("audio", "midi"),
             args,
+            percepiano,
         )
     print(table(rows))
     if args.quick:
