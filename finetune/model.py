@@ -279,8 +279,6 @@ class AudioModel(nn.Module):
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
                 )
         if self.training and self.augment is not None:
-            if waveform is not None:
-                waveform = as_input_tensor(waveform, "waveform", device)
             waveform, features, labels, descriptors = self.augment.apply(
                 self.backbone, waveform, features, labels, descriptors
             )

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from backbones import NonFiniteInputError
 from backbones.config import ConfigError
 from finetune import build_model
 from finetune.data.augment import Mixup, MixupConfig
@@ -240,6 +241,15 @@ def test_training_forward_mixes_on_the_device_and_scores_the_mixed_targets() -> 
     assert targets.shape == (4, 4) and not torch.equal(targets, torch.eye(4))  # soft, mixed one-hot targets
     torch.manual_seed(8)
     assert not torch.equal(model(wave, labels=labels).logits, out.logits)  # new draws, new batch
+
+
+def test_training_forward_with_augmentations_refuses_non_finite_waveforms() -> None:
+    """The augmented path runs the front-end itself; it keeps the backbone's input checks (no NaN loss)."""
+    model = _augmented_cnn(spec_augment={}, mixup={"alpha": 0.4}).train()
+    wave = music_wave(model.sample_rate, batch=2)
+    wave[0, 3] = float("nan")
+    with pytest.raises(NonFiniteInputError, match=r"holds NaN or Inf samples \(batch items \[0\]\)"):
+        model(wave, labels=torch.tensor([0, 1]))
 
 
 def test_eval_forward_is_never_augmented_and_draws_nothing() -> None:
