@@ -216,6 +216,20 @@ def test_features_and_embeddings_of_the_wrong_kind_are_refused() -> None:
         model(embeddings=[[0.0] * model.backbone.embed_dim])
 
 
+def test_non_finite_features_and_embeddings_are_refused() -> None:
+    model = build_model(base_backbone("cnn14.tiny"), head="linear", num_outputs=2)
+    features = torch.zeros(3, 64, 100)
+    features[1, 5, 7] = float("-inf")
+    with pytest.raises(NonFiniteInputError, match=r"^features hold NaN or Inf values \(batch items \[1\]\)"):
+        model(features=features)
+    embeddings = torch.zeros(2, model.backbone.embed_dim)
+    embeddings[0, 0] = float("nan")
+    with pytest.raises(
+        NonFiniteInputError, match=r"^embeddings hold NaN or Inf values \(batch items \[0\]\)"
+    ):
+        model(embeddings=embeddings.numpy())
+
+
 def _augmented_cnn(head: str = "linear", **settings: object):
     torch.manual_seed(0)
     return build_model(
