@@ -181,6 +181,36 @@ class Backbone(nn.Module):
         streaming caches; a family that can stream window by window with cached columns describes itself here."""
         raise NotImplementedError(f"{type(self).__name__} does not describe its streaming geometry")
 
+    def check_waveform(self, waveform: Tensor | np.ndarray) -> Tensor:
+        """The checks :meth:`forward` makes on its input, for callers that run :attr:`frontend` themselves
+        (e.g. training augmentations on the features): the waveform as a ``[B, N]`` tensor on the model's device.
+
+        Shapes:
+            waveform: [B, N] or [N] -> [B, N].
+
+        Raises:
+            TypeError: not a tensor or numpy array of floats. ValueError: not [B, N] or [N].
+            NonFiniteInputError: NaN or Inf samples. InputTooLongError: N > :attr:`max_samples`.
+        """
+        waveform = as_input_tensor(waveform, f"{self.name}: the waveform", self.device)
+        if waveform.dim() == 1:
+            waveform = waveform.unsqueeze(0)
+        if waveform.dim() != 2:
+            raise ValueError(
+                f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}"
+            )
+        if not bool(torch.isfinite(waveform).all()):
+            bad = (~torch.isfinite(waveform)).any(dim=1).nonzero()[:, 0].tolist()
+            raise NonFiniteInputError(
+                f"{self.name}: the waveform holds NaN or Inf samples (batch items {bad}); check the audio "
+                "decoding and any gain or resampling applied before the model"
+            )
+        limit = self.max_samples
+        if limit is not None and waveform.shape[-1] > limit:
+            n = waveform.shape[-1]
+            raise self.input_too_long(f"{n / self.sample_rate:.2f} s ({n} samples)")
+        return waveform
+
     def forward(self, waveform: Tensor | np.ndarray, output_hidden_states: bool = False) -> BackboneOutput:
         """Run the whole backbone on a batch of mono waveforms at :attr:`sample_rate`.
 
@@ -200,23 +230,7 @@ class Backbone(nn.Module):
             NonFiniteInputError: the waveform holds NaN or Inf.
             InputTooLongError: N > :attr:`max_samples`.
         """
-        waveform = as_input_tensor(waveform, f"{self.name}: the waveform", self.device)
-        if waveform.dim() == 1:
-            waveform = waveform.unsqueeze(0)
-        if waveform.dim() != 2:
-            raise ValueError(
-                f"{self.name}: expected a waveform batch [B, N], got shape {tuple(waveform.shape)}"
-            )
-        if not bool(torch.isfinite(waveform).all()):
-            bad = (~torch.isfinite(waveform)).any(dim=1).nonzero()[:, 0].tolist()
-            raise NonFiniteInputError(
-                f"{self.name}: the waveform holds NaN or Inf samples (batch items {bad}); check the audio "
-                "decoding and any gain or resampling applied before the model"
-            )
-        limit = self.max_samples
-        if limit is not None and waveform.shape[-1] > limit:
-            n = waveform.shape[-1]
-            raise self.input_too_long(f"{n / self.sample_rate:.2f} s ({n} samples)")
+        waveform = self.check_waveform(waveform)
         frames = self.frontend(waveform).to(self.compute_dtype)
         return self.encode(self.tokenize(frames), output_hidden_states=output_hidden_states)
 

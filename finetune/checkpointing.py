@@ -214,14 +214,27 @@ def flatten_settings(sections: Mapping[str, Any], prefix: str = "") -> dict[str,
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for each differing setting; a section switched on or off (``model.mixup: None`` on one
+    side, its ``model.mixup.*`` keys on the other) is one line under the section's name."""
+
     def shown(settings: Mapping[str, Any], key: str) -> str:
-        return repr(settings[key]) if key in settings else "(not set)"
+        if key in settings:
+            return repr(settings[key])
+        section = {k[len(key) + 1 :]: v for k, v in settings.items() if k.startswith(f"{key}.")}
+        return repr(section) if section else "(not set)"
 
     keys = sorted(set(saved) | set(current))
+    switched = [
+        k
+        for k in keys
+        if (k in saved) != (k in current)
+        and any(o.startswith(f"{k}.") for o in (current if k in saved else saved))
+    ]
     return [
         f"{k}: {shown(saved, k)} -> {shown(current, k)}"
         for k in keys
-        if k not in saved or k not in current or saved[k] != current[k]
+        if not any(k.startswith(f"{s}.") for s in switched)
+        and (k not in saved or k not in current or saved[k] != current[k])
     ]
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from backbones import Backbone, BackboneOutput, load_backbone
+from backbones import Backbone, BackboneOutput, NonFiniteInputError, load_backbone
 from backbones.base import as_input_tensor
 from heads import SINGLE_LABEL, Head, HybridHead, Task, build_head, head_config_class
 
@@ -97,6 +97,15 @@ def _parse_freeze(mode: str) -> tuple[str, str]:
     if kind not in FREEZE_MODES or (kind == "last_k") != bool(arg):
         raise ValueError(f"freeze must be one of 'none', 'backbone', 'last_k:<k>', 'lora'; got {mode!r}")
     return kind, arg
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    """Refuse NaN/Inf in precomputed inputs, as ``Backbone.forward`` does for waveforms (NaN in, NaN out)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero()[:, 0].tolist()
+        raise NonFiniteInputError(
+            f"{name} hold NaN or Inf values (batch items {bad}); recompute them from finite audio"
+        )
 
 
 class AudioModel(nn.Module):
@@ -253,6 +262,7 @@ class AudioModel(nn.Module):
 
         Raises:
             TypeError: an input is not a tensor or numpy array of floats.
+            backbones.NonFiniteInputError: an input holds NaN or Inf.
         """
         if sum(x is not None for x in (waveform, features, embeddings)) != 1:
             raise ValueError(
@@ -278,9 +288,8 @@ class AudioModel(nn.Module):
                 raise ValueError(
                     f"features must be front-end frames [B, n_mels, T], got shape {tuple(features.shape)}"
                 )
+            _check_finite(features, "features")
         if self.training and self.augment is not None:
-            if waveform is not None:
-                waveform = as_input_tensor(waveform, "waveform", device)
             waveform, features, labels, descriptors = self.augment.apply(
                 self.backbone, waveform, features, labels, descriptors
             )
@@ -351,6 +360,7 @@ class AudioModel(nn.Module):
                 f"embeddings must be the backbone's pooled vectors [B, {self.head.in_dim}], "
                 f"got shape {tuple(embeddings.shape)}"
             )
+        _check_finite(embeddings, "embeddings")
         prediction = self._project(embeddings, descriptors)
         return ModelOutput(
             **{self.head.output_field: prediction}, loss=self._loss(prediction, labels), pooled=embeddings

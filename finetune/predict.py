@@ -8,7 +8,8 @@ backbone's input length back to back), read one at a time and averaged (:func:`f
 so a 14-minute track needs one batch of windows in memory. Classifiers give their top-k classes with
 probabilities (calibrated when the model directory holds ``calibration.json``), raters their ratings. Output is
 CSV or JSONL, to stdout or a file; a file that cannot be read gets a row with its error and the others go on
-(exit status 1 then).
+(exit status 1 then). Multi-label (tagging) models give their top-k tags, each with its own probability. A
+hybrid head's model is refused: its per-clip descriptors are not computed here.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def _write(records: Iterator[dict[str, Any]], fields: list[str], fmt: str, strea
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every file of ``args`` and write the rows; returns 0, or 1 when some file could not be read."""
+    from heads import HybridHead
+
     from .inference import WindowPlan, predict_clips
     from .model import AudioModel
 
@@ -114,6 +117,13 @@ def run_predict(args: argparse.Namespace) -> int:
         print("nothing to predict: give audio files and/or --manifest", file=sys.stderr)
         return 2
     model = AudioModel.from_pretrained(args.model)
+    if isinstance(model.head, HybridHead):
+        raise ValueError(
+            f"{args.model}: its hybrid head needs each clip's descriptors "
+            f"({', '.join(model.head.config.descriptor_names[:3])}, ...), which predict does not compute; "
+            "predict it in code with finetune.inference.predict_clips over rows that carry 'descriptors' "
+            "(finetune.descriptors.DescriptorExtractor, the groups it was trained with)"
+        )
     model.to(torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
     saved = WindowPlan.load(args.model)
     window = args.window or (saved.window_seconds if saved else model.backbone.pretrained_cfg.input_seconds)

@@ -31,6 +31,8 @@ from datasets import DatasetDict
 from backbones.config import ConfigError, StrictConfig, did_you_mean
 from heads.tasks import Task
 
+from .augment import check_data_augment
+
 __all__ = [
     "DATASETS",
     "DataConfig",
@@ -76,7 +78,8 @@ class DataConfig(StrictConfig):
             windows, in different batches (many crops of long tracks per epoch).
         eval_crops: windows per evaluation clip, evenly spaced over the whole clip; their predictions are averaged.
         seed: seed of generated data, data splits and training crops.
-        augment: waveform augmentations of training batches, e.g. ``{gain: {min_db: -6, max_db: 6}}``.
+        augment: waveform augmentations of training batches, e.g. ``{gain: {min_db: -6, max_db: 6}}`` (names and
+            option keys are checked when the config loads).
         cache_embeddings: linear probes: run the frozen backbone once per window and train on cached vectors.
         decode_cache: files to decode once into an on-disk cache at the model's rate, read by memory map
             (:mod:`finetune.data.decoded`): ``"off"``, ``"slow_seek"`` (MP3) or ``"all"``.
@@ -98,6 +101,13 @@ class DataConfig(StrictConfig):
         for key in ("train_crops", "crops_per_track", "eval_crops"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
+        if self.crop_seconds is not None and not self.crop_seconds > 0:
+            raise ValueError(
+                f"crop_seconds must be > 0 (or null: the backbone's input length), got {self.crop_seconds}"
+            )
+        check_data_augment(self.augment)
 
     @classmethod
     def config_class_for(cls, data: Mapping[str, Any], where: str) -> type[StrictConfig]:

@@ -140,6 +140,27 @@ def test_resume_point_checks_the_settings_and_changes_nothing(tmp_path: Path) ->
         assert resume_point(tmp_path / "old", settings) == old
 
 
+def test_a_section_switched_on_or_off_is_one_line(tmp_path: Path) -> None:
+    off = {"model": {"mixup": None, "head": "linear"}, "data": {"augment": {}}}
+    on = {
+        "model": {"mixup": {"alpha": 0.2, "p": 1.0}, "head": "linear"},
+        "data": {"augment": {"gain": {"max_db": 6}}},
+    }
+    path = tmp_path / "step_1"
+    path.mkdir()
+    write_state(path / STATE_FILE, TrainerState(step=1, settings=flatten_settings(off)))
+    with pytest.raises(ResumeMismatchError) as info:
+        resume_point(tmp_path, on)
+    assert str(info.value).split("\n")[1:3] == [
+        "  data.augment: {} -> {'gain.max_db': 6}",
+        "  model.mixup: None -> {'alpha': 0.2, 'p': 1.0}",
+    ]
+    write_state(path / STATE_FILE, TrainerState(step=1, settings=flatten_settings(on)))
+    with pytest.raises(ResumeMismatchError) as info:
+        resume_point(tmp_path, off)
+    assert "\n  model.mixup: {'alpha': 0.2, 'p': 1.0} -> None\nResuming" in str(info.value)
+
+
 def test_set_aside_moves_only_the_named_outputs(tmp_path: Path) -> None:
     assert set_aside(tmp_path / "missing") is None and set_aside(tmp_path) is None
     (tmp_path / "checkpoints" / "step_1").mkdir(parents=True)

@@ -164,3 +164,25 @@ def test_with_descriptors_adds_a_column_and_reports_bad_clips(tmp_path) -> None:
         with_descriptors({"train": clips}, extractor, on_error="raise", progress=False)
     with pytest.raises(DescriptorError, match=r"no clip of the train split has descriptors"):
         with_descriptors({"train": [clips[1]]}, extractor, progress=False)
+
+
+def test_file_rows_are_decoded_whole_and_a_damaged_file_is_dropped(tmp_path) -> None:
+    """Loaders give file rows (``path`` and header facts, no audio): their descriptors are those of the whole
+    decoded file at its own rate, and a file that fails to decode is dropped with its reason."""
+    import soundfile as sf
+
+    wave = rows(1, seconds=1.5)[0]["audio"]
+    sf.write(tmp_path / "ok.wav", wave, 32000, subtype="FLOAT")
+    damaged = wave.copy()
+    damaged[100] = np.nan
+    sf.write(tmp_path / "nan.wav", damaged, 32000, subtype="FLOAT")
+    files = [{"path": str(tmp_path / f"{n}.wav"), "name": n, "frames": len(wave)} for n in ("ok", "nan")]
+    extractor = DescriptorExtractor(["audio"], cache=False)
+    np.testing.assert_array_equal(extractor(files[0]), extractor({"audio": wave, "sample_rate": 32000}))
+    with pytest.warns(
+        UserWarning,
+        match=r"dropped 1 entry; no descriptors \(1\): train/nan \(clip 'nan': cannot load audio .*nan\.wav'"
+        r": has non-finite samples \(1 NaN, 0 Inf\)",
+    ):
+        out = with_descriptors({"train": files}, extractor, progress=False)
+    assert out["train"].indices == [0] and out["train"][0]["name"] == "ok"

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from backbones import NonFiniteInputError
 from backbones.config import ConfigError
 from finetune import build_model
 from finetune.data.augment import Mixup, MixupConfig
@@ -215,6 +216,20 @@ def test_features_and_embeddings_of_the_wrong_kind_are_refused() -> None:
         model(embeddings=[[0.0] * model.backbone.embed_dim])
 
 
+def test_non_finite_features_and_embeddings_are_refused() -> None:
+    model = build_model(base_backbone("cnn14.tiny"), head="linear", num_outputs=2)
+    features = torch.zeros(3, 64, 100)
+    features[1, 5, 7] = float("-inf")
+    with pytest.raises(NonFiniteInputError, match=r"^features hold NaN or Inf values \(batch items \[1\]\)"):
+        model(features=features)
+    embeddings = torch.zeros(2, model.backbone.embed_dim)
+    embeddings[0, 0] = float("nan")
+    with pytest.raises(
+        NonFiniteInputError, match=r"^embeddings hold NaN or Inf values \(batch items \[0\]\)"
+    ):
+        model(embeddings=embeddings.numpy())
+
+
 def _augmented_cnn(head: str = "linear", **settings: object):
     torch.manual_seed(0)
     return build_model(
@@ -240,6 +255,15 @@ def test_training_forward_mixes_on_the_device_and_scores_the_mixed_targets() -> 
     assert targets.shape == (4, 4) and not torch.equal(targets, torch.eye(4))  # soft, mixed one-hot targets
     torch.manual_seed(8)
     assert not torch.equal(model(wave, labels=labels).logits, out.logits)  # new draws, new batch
+
+
+def test_training_forward_with_augmentations_refuses_non_finite_waveforms() -> None:
+    """The augmented path runs the front-end itself; it keeps the backbone's input checks (no NaN loss)."""
+    model = _augmented_cnn(spec_augment={}, mixup={"alpha": 0.4}).train()
+    wave = music_wave(model.sample_rate, batch=2)
+    wave[0, 3] = float("nan")
+    with pytest.raises(NonFiniteInputError, match=r"holds NaN or Inf samples \(batch items \[0\]\)"):
+        model(wave, labels=torch.tensor([0, 1]))
 
 
 def test_eval_forward_is_never_augmented_and_draws_nothing() -> None:

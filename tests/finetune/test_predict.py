@@ -14,6 +14,7 @@ import torch
 
 from finetune.calibration import Calibration
 from finetune.cli import main
+from finetune.descriptors import descriptor_names
 from finetune.inference import WindowPlan, predict_clips
 from finetune.model import AudioModel, build_model
 from tests.audio_signals import music
@@ -96,3 +97,40 @@ def test_ratings_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert list(row) == ["path", "windows", "error", "tempo", "touch"] and row["windows"] == "2"
     assert main(["predict", "--model", str(tmp_path / "rater")]) == 2
     assert "nothing to predict: give audio files and/or --manifest" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tagging_models_give_independent_tag_probabilities(
+    saved: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, audio = saved
+    torch.manual_seed(0)
+    build_model("cnn14.tiny", labels=("rock", "piano", "voice"), multi_label=True).save_pretrained(
+        tmp_path / "m"
+    )
+    wav = str(audio / "song1.wav")
+    assert main(["predict", "--model", str(tmp_path / "m"), "--window", "0.5", "--no-progress", wav]) == 0
+    (row,) = csv.DictReader(capsys.readouterr().out.splitlines())
+    clip = next(predict_clips(AudioModel.from_pretrained(tmp_path / "m"), [{"path": wav}], WindowPlan(0.5)))
+    expected = torch.from_numpy(clip.output).sigmoid()  # one sigmoid per tag, not a softmax over tags
+    assert [float(row[f"p_{r}"]) for r in (1, 2, 3)] == pytest.approx(
+        sorted(expected.tolist(), reverse=True), abs=1e-6
+    )
+    assert float(expected.sum()) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_hybrid_model_is_refused_before_any_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    names = descriptor_names(["audio"])
+    build_model("cnn14.tiny", head="hybrid", labels=("a", "b"), descriptor_names=names).save_pretrained(
+        tmp_path / "hybrid"
+    )
+    assert main(["predict", "--model", str(tmp_path / "hybrid"), "--no-progress", "missing.wav"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {tmp_path / 'hybrid'}: its hybrid head needs each clip's descriptors ({', '.join(names[:3])}, "
+        "...), which predict does not compute; predict it in code with finetune.inference.predict_clips"
+    )
+    assert "missing.wav" not in err

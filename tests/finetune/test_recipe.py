@@ -105,6 +105,29 @@ def test_a_changed_setting_stops_the_run_before_the_config_is_overwritten(tmp_pa
     assert load_config(tmp_path / "config.yaml").train.eval_every == 7
 
 
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["model.spec_augment={freq_masks: 1}"], "model.spec_augment: None -> {'freq_masks': 1, 'freq_width': [0, 24], "),
+        (["model.mixup={alpha: 0.2}"], "model.mixup: None -> {'alpha': 0.2, 'num_classes': None, 'p': 1.0, "),
+        (["model.specmix={p: 0.5}"], "model.specmix: None -> {'freq_bands': 2, "),
+        (["model.head=hybrid", "model.descriptors=[audio]"], "model.descriptors: [] -> ['audio']\n  model.head: "),
+        (["data.crops_per_track=4"], "data.crops_per_track: 1 -> 4\n"),
+        (["data.decode_cache=all"], "data.decode_cache: 'off' -> 'all'\n"),
+        (["data.augment={time_stretch: {}}"], "data.augment: {} -> {'time_stretch': {}}\n"),
+    ],
+)  # fmt: skip
+def test_the_augmentation_descriptor_and_crop_settings_are_checked_on_resume(
+    tmp_path, no_data, overrides, line
+) -> None:
+    _checkpoint_of(_config(tmp_path))
+    with pytest.raises(ResumeMismatchError) as info:
+        recipe.run_recipe(_config(tmp_path, *overrides))
+    assert f"differ from the run that wrote it:\n  {line}" in str(info.value)
+    with pytest.raises(_Stop):  # the same settings resume
+        recipe.run_recipe(_config(tmp_path))
+
+
 def test_resume_false_moves_the_old_run_and_its_config_aside_first(tmp_path, no_data) -> None:
     old = _config(tmp_path, "train.lr=1e6")
     _checkpoint_of(old)

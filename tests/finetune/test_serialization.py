@@ -17,7 +17,7 @@ from torch import nn
 import backbones.base as base_module
 from backbones import Backbone, BackboneOutput, PretrainedCfg, build_backbone
 from backbones.base import register_backbone
-from backbones.state_dict import CheckpointMismatchError
+from backbones.state_dict import CheckpointError, CheckpointMismatchError
 from finetune import AudioModel, build_model
 from finetune.model import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME
 from finetune.serialization import SavedModelError
@@ -236,6 +236,21 @@ def test_truncated_weights_name_the_file_and_the_fix(saved: Path, tmp_path: Path
         r"not a readable safetensors file \(Error while deserializing header: .*\); it is truncated or damaged "
         r"\(an interrupted save or copy\): copy it again, or save the model again",
     )
+
+
+def test_saved_weights_holding_nan_are_refused_with_the_tensor_named(saved: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    directory = _copy(saved, tmp_path)
+    state = load_file(directory / WEIGHTS_NAME)
+    state["head.fc.bias"][1] = float("nan")
+    save_file(state, directory / WEIGHTS_NAME)
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds NaN or Inf values in 1 tensor\(s\): head\.fc\.bias\. The file is corrupt or comes from a "
+        r"diverged run",
+    ):
+        AudioModel.from_pretrained(directory)
 
 
 def test_truncated_adapter_weights_name_the_adapter_file(tmp_path: Path) -> None:

@@ -125,15 +125,15 @@ def _losses(res):
     return [(h["step"], h["loss"]) for h in res.history if "loss" in h]
 
 
-def test_resume_reproduces_uninterrupted_losses_step_for_step(tmp_path):
+def test_resume_reproduces_uninterrupted_losses_step_for_step(tmp_path, caplog):
     full = _run(tmp_path / "full", 9, save_every=100)
     # 24 items / batch 4 = 6 batches per epoch: the run crashes in epoch 2, after the checkpoint at step 5
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(tmp_path / "split", 9, collate=_CrashingCollate(crash_at=8), save_every=5)
     assert (tmp_path / "split" / "checkpoints" / "step_5").is_dir()
-    resumed = _run(
-        tmp_path / "split", 9, save_every=5
-    )  # a fresh process: everything built anew, then resumed
+    with caplog.at_level(logging.INFO, logger="finetune.train"):
+        resumed = _run(tmp_path / "split", 9, save_every=5)  # a fresh process: everything built anew
+    assert f"resuming from {tmp_path / 'split' / 'checkpoints' / 'step_5'} (step 5 of 9)" in caplog.messages
     assert _losses(resumed) == _losses(full)
     assert len(_losses(full)) == 9 and len({v for _, v in _losses(full)}) == 9
     # metrics.jsonl held steps 1-7 when the run crashed; the resumed run rewrote it from step 5's history

@@ -424,3 +424,49 @@ def test_long_tracks_from_a_manifest_train_and_predict_reproduces_the_test(
         assert mine["windows"] == "3" and mine["label_1"] == theirs["predicted"]
         for name in metrics["class_names"]:
             assert probs[name] == pytest.approx(float(theirs[f"p_{name}"]), abs=1e-5)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_damaged_files_are_skipped_in_training_and_reported_in_the_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files that pass the header scan but hold NaN samples: the training one is skipped (with time-stretch on),
+    counted and listed in skipped.jsonl, the test one gets an error row; the run finishes and says so."""
+    music = tmp_path / "music"
+    music.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, genre in enumerate(("low", "mid", "high")):
+        for i, split in enumerate(("train", "train", "validation", "test")):
+            t = np.arange(32000) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * 200 * (k + 1) * t) + 0.05 * rng.standard_normal(len(t))
+            if (genre, i) in (("mid", 1), ("high", 3)):
+                wave[::1600] = np.nan  # every window meets one
+            sf.write(music / f"{genre}{i}.wav", wave.astype(np.float32), 16000, subtype="FLOAT")
+            rows.append(f"{genre}{i}.wav,{genre},{split}")
+    (music / "music.csv").write_text("path,label,fold\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "genre_scratch_cnn14.yaml"), f"data.labels={music / 'music.csv'}"]
+    args += ["data.split_column=fold", "data.crop_seconds=1.0", "data.crops_per_track=1", "data.eval_crops=2"]
+    args += [
+        "data.augment={time_stretch: {}}",
+        "train.max_steps=2",
+        "train.batch_size=3",
+        "train.eval_every=2",
+    ]
+    args += ["train.save_every=2", "train.progress=false", "train.num_workers=0", f"train.output_dir={out}"]
+    assert _script("genre").main(args) == 0
+    printed = capsys.readouterr().out
+    assert "1 test clip(s) could not be read: see predictions.csv" in printed
+    assert "1 row(s) failed to read during training and were skipped: see skipped.jsonl" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped_rows"] == 1 and metrics["n"] == 2
+    (skipped,) = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert skipped["path"] == str(music / "mid1.wav") and skipped["reason"].startswith(
+        "has non-finite samples"
+    )
+    (error,) = metrics["test_errors"].values()
+    assert error.startswith("has non-finite samples (")
+    with (out / "predictions.csv").open() as f:
+        predicted = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert predicted["high3.wav"]["error"] == error and predicted["low3.wav"]["error"] == ""

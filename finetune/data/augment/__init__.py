@@ -8,7 +8,7 @@ drawn on the generator's device (CPU unless it is a CUDA generator) and moved to
 - :mod:`.mixing`: :class:`Mixup`, :class:`SpecMix` (inputs and targets mixed alike).
 - :mod:`.waveform`: :class:`Gain`, :class:`Eq`, :class:`AddNoise`, :class:`ConvolveIR`, :class:`TimeStretch`,
   :class:`PitchShift`, :class:`RandomApply`, :class:`Compose`, :func:`build_wave_augment`, and the training
-  collate's per-clip :class:`ClipStretch` with :func:`build_data_augment` (a recipe's ``data.augment``).
+  collate's per-clip :class:`ClipStretch` with :func:`build_data_augment` (a recipe's ``data.augment``, checked by :func:`check_data_augment`).
 - :mod:`.training`: :class:`TrainingAugment`, the mixup / SpecMix / SpecAugment of a model's training forward
   (a recipe's ``model.mixup``, ``model.specmix`` and ``model.spec_augment``), targets mixed alike.
 
@@ -39,6 +39,7 @@ from .waveform import (
     TimeStretchConfig,
     build_data_augment,
     build_wave_augment,
+    check_data_augment,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Augmented",
     "build_data_augment",
     "build_wave_augment",
+    "check_data_augment",
     "ClipStretch",
     "Compose",
     "ConvolveIR",

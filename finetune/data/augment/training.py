@@ -152,17 +152,16 @@ class TrainingAugment(nn.Module):
             None), or the features to tokenize (waveform None); the (mixed) targets and extra inputs.
 
         Raises:
-            backbones.InputTooLongError: the waveform is longer than the backbone takes (the check
-                ``Backbone.forward`` makes, which running the front-end directly bypasses).
+            backbones.NonFiniteInputError, backbones.InputTooLongError: the checks of ``Backbone.forward``
+                (:meth:`~backbones.base.Backbone.check_waveform`), which running the front-end directly bypasses.
         """
         if waveform is not None:
+            waveform = backbone.check_waveform(
+                waveform
+            )  # before mixing: a NaN item would spread to its partner
             waveform, targets, extra = self.waveform(waveform, targets, extra)
             if not self.uses_features:
                 return waveform, None, targets, extra
-            limit = backbone.max_samples
-            if limit is not None and waveform.shape[-1] > limit:
-                n = waveform.shape[-1]
-                raise backbone.input_too_long(f"{n / backbone.sample_rate:.2f} s ({n} samples)")
             features = backbone.frontend(waveform)
         if features is None:
             raise ValueError("pass a waveform [B, N] or front-end features [B, n_mels, T]")

@@ -404,6 +404,33 @@ def _config_and_p(name: str, config_cls: type, options: Any, sample_rate: int) -
         raise ValueError(f"augmentation {name!r}: {e}") from e
 
 
+def check_data_augment(spec: Mapping[str, Any]) -> None:
+    """Check a ``data.augment`` mapping's names and option keys without building anything (no sample rate is
+    needed), so that a typo fails when the config loads rather than after the data set is built.
+
+    Raises:
+        ValueError: an unknown augmentation or option (with the closest valid name), or an entry that is not a
+            mapping of options.
+    """
+    from backbones.config import did_you_mean
+
+    known = {**{n: cls for n, (_, cls) in WAVE_AUGMENTATIONS.items()}, CLIP_STRETCH: TimeStretchConfig}
+    for name, options in spec.items():
+        if name not in known:
+            raise ValueError(
+                f"unknown augmentation {name!r}{did_you_mean(name, list(known))}; known: {', '.join(known)}"
+            )
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"augmentation {name!r}: expected a mapping of options, got {options!r}")
+        fields = [f.name for f in dataclasses.fields(known[name]) if f.name != "sample_rate"] + ["p"]
+        for key in options or {}:
+            if key not in fields:
+                raise ValueError(
+                    f"augmentation {name!r}: unknown option {key!r}{did_you_mean(str(key), fields)}; "
+                    f"it takes: {', '.join(fields)}"
+                )
+
+
 class DataAugment(NamedTuple):
     """A ``data.augment`` mapping split by where it runs in the training collate: ``stretch`` on each whole
     clip before cropping, ``wave`` on the batch of windows after it (None: nothing there)."""

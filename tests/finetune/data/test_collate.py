@@ -330,3 +330,21 @@ def test_stretch_happens_before_cropping_so_windows_stay_full_length() -> None:
     assert (plain["crop_start"] + sr <= int(1.5 * sr)).all()  # without stretch: the unstretched length
     evaluation = CropCollate(sr, 1.0, train=False, stretch=stretch)(rows)
     torch.testing.assert_close(evaluation["waveform"][0], torch.as_tensor(rows[0]["audio"][4000:20000]))
+
+
+def test_a_bad_tagging_row_is_skipped_with_time_stretch_on(tmp_path: Path) -> None:
+    """The stretched path reads the same spans, so a damaged file is skipped there too; the stand-in windows
+    are stretched like the others and carry the good clip's multi-hot tags."""
+    good = {**_file(tmp_path / "good.wav", 3.0, seed=0), "labels": [0.0, 1.0, 1.0]}
+    bad = {**_file(tmp_path / "bad.wav", 3.0, seed=1, damaged=True), "labels": [1.0, 0.0, 0.0]}
+    for r in (good, bad):
+        del r["label"]
+    stretch = ClipStretch(TimeStretchConfig((0.8, 0.8)))
+    collate = CropCollate(16000, 1.0, train=True, crops_per_clip=2, seed=3, stretch=stretch)
+    batch = collate([bad, good])
+    assert batch["ids"] == ["good"] and batch["waveform"].shape == (4, 16000)
+    assert [s["name"] for s in batch["skipped"]] == ["bad"]
+    assert batch["labels"].tolist() == [[0.0, 1.0, 1.0]] * 4
+    whole = load_audio(good["path"], sample_rate=16000)[0][0]
+    for wave, start in zip(batch["waveform"], batch["crop_start"].tolist()):  # windows of the stretched clip
+        torch.testing.assert_close(wave, stretch.window(whole, start, 16000, 0.8), atol=2e-4, rtol=0)

@@ -114,6 +114,16 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
         ({"name": "gtzan", "crops_per_track": 0}, "data: crops_per_track must be >= 1, got 0"),
         ({"name": "synthetic_genres", "eval_crops": 0}, "data: eval_crops must be >= 1, got 0"),
         (
+            {"name": "gtzan", "crop_seconds": -4},
+            "data: crop_seconds must be > 0 (or null: the backbone's input length), got -4.0",
+        ),
+        ({"name": "synthetic_genres", "clip_seconds": 0}, "data: clip_seconds must be > 0, got 0.0"),
+        (
+            {"name": "manifest", "labels": "m.csv", "augment": {"time_strech": {}}},
+            "data: unknown augmentation 'time_strech' (did you mean 'time_stretch'?); known: gain, eq, noise, "
+            "pitch_shift, time_stretch",
+        ),
+        (
             {"name": "manifest", "labels": "m.csv", "decode_cache": "mp3"},
             "data.decode_cache: expected one of 'off', 'slow_seek', 'all', got 'mp3'",
         ),

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backbones import InputTooLongError, build_backbone
+from backbones import InputTooLongError, NonFiniteInputError, build_backbone
 from backbones.config import ConfigError
 from finetune.data.augment import (
     Mixup,
@@ -104,6 +104,35 @@ def test_apply_keeps_the_backbone_length_rule() -> None:
         match=r"ast.tiny covers at most 10\.26 s of audio \(164239 samples at 16000 Hz\).*got 10\.27 s \(164240 samples\)",
     ):
         TrainingAugment(SpecAugmentConfig()).apply(backbone, too_long, None, None)
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [TrainingAugment(SpecAugmentConfig()), TrainingAugment(mixup=MixupConfig(alpha=0.4), num_classes=2)],
+)
+def test_apply_refuses_non_finite_waveforms_before_mixing(augment: TrainingAugment) -> None:
+    """The front-end would turn a NaN sample into NaN features and mixup would spread it to a partner clip: the
+    batch is refused with the items named, as ``Backbone.forward`` does."""
+    torch.manual_seed(0)
+    backbone = build_backbone("cnn14.tiny")
+    wave = torch.zeros(3, backbone.sample_rate)
+    wave[2, 7] = float("inf")
+    with pytest.raises(
+        NonFiniteInputError,
+        match=r"^cnn14\.tiny: the waveform holds NaN or Inf samples \(batch items \[2\]\)",
+    ):
+        augment.apply(backbone, wave, None, torch.tensor([0, 1, 0]))
+
+
+def test_apply_takes_one_numpy_waveform_like_the_backbone() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("cnn14.tiny")
+    wave = torch.randn(backbone.sample_rate) * 0.1
+    augment = TrainingAugment(SpecAugmentConfig(fill=0.0))
+    torch.manual_seed(3)
+    _, features, _, _ = augment.apply(backbone, wave.numpy(), None, None)
+    torch.manual_seed(3)
+    assert torch.equal(features, augment.spec_augment(backbone.frontend(wave[None])))
 
 
 def test_settings_errors_name_the_key_and_the_fix() -> None:

@@ -25,6 +25,7 @@ from finetune.data.augment import (
     TimeStretchConfig,
     build_data_augment,
     build_wave_augment,
+    check_data_augment,
 )
 from finetune.data.collate import CropCollate
 from finetune.data.dsp import fft_convolve, pitch_shift, time_stretch
@@ -250,3 +251,31 @@ def test_build_data_augment_splits_stretch_from_batch_augmentations() -> None:
         ValueError, match="augmentation 'time_stretch': .*unexpected keyword argument 'rates'"
     ):
         build_data_augment({"time_stretch": {"rates": [0.9, 1.1]}}, SR)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"gian": {}}, "unknown augmentation 'gian' (did you mean 'gain'?); known: gain, eq, noise, pitch_shift, "),
+        ({"gain": {"max_dB": 3}}, "augmentation 'gain': unknown option 'max_dB' (did you mean 'max_db'?); it takes: "
+         "min_db, max_db, p"),
+        ({"time_stretch": {"rates": [0.9, 1.1]}}, "augmentation 'time_stretch': unknown option 'rates' (did you mean "
+         "'rate'?); it takes: rate, n_fft, hop, p"),
+        ({"noise": 0.5}, "augmentation 'noise': expected a mapping of options, got 0.5"),
+    ],
+)  # fmt: skip
+def test_check_data_augment_names_the_typo_without_a_sample_rate(spec: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_data_augment(spec)
+    assert str(info.value).startswith(message)
+
+
+def test_check_data_augment_takes_what_build_data_augment_builds() -> None:
+    spec = {
+        "time_stretch": {"rate": [0.95, 1.05], "p": 0.3},
+        "eq": {"p": 0.5},
+        "gain": None,
+        "pitch_shift": {},
+    }
+    check_data_augment(spec)  # nothing to refuse: the same spec builds
+    assert build_data_augment(spec, SR).stretch.p == 0.3
