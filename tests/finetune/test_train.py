@@ -360,7 +360,7 @@ def test_resume_refuses_changed_settings_and_leaves_the_run_untouched(tmp_path):
     with pytest.raises(
         ResumeMismatchError,
         match=r"differ from the run that wrote it:\n  model.backbone: 'cnn14.tiny' -> 'ast.tiny'\n  "
-        r"model.lora: \(not set\) -> None\n  model.lora.r: 8 -> \(not set\)\n  train.max_steps: 2 -> 3\nResuming",
+        r"model.lora: \{'r': 8\} -> None\n  train.max_steps: 2 -> 3\nResuming",
     ):
         _run(tmp_path, 3, save_every=2, settings={"model": {"backbone": "ast.tiny", "lora": None}})
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
