@@ -183,6 +183,24 @@ def manifest_task(path: str) -> BenchmarkTask:
     )
 
 
+def _percepiano(piano: dict[str, Any], fold: str, config_fold: str, keeps_apart: str) -> BenchmarkTask:
+    """A PercePiano task on one fold protocol (:mod:`finetune.data.percepiano_folds`); its fine-tuning cells start
+    from the recipe configs of ``config_fold`` (the data section is the suite's, so only the model and training
+    sections matter)."""
+    return BenchmarkTask(
+        f"percepiano_{fold}",
+        "percepiano",
+        {**piano, "fold": fold},
+        "mean_r2",
+        "piano",
+        protocol="loader_folds",
+        n_folds=4,
+        recipe_config=f"piano_{{family}}_{{mode}}_{config_fold}.yaml",
+        baselines=("majority", "spectral", "midi"),
+        description=f"PercePiano, 19 ratings, {fold} folds (4; fixed test set; {keeps_apart}), MIDI rendered to audio",
+    )
+
+
 def _register_builtin() -> None:
     synthetic = {"clip_seconds": 6.0, "crop_seconds": 4.0, "eval_crops": 1, "seed": 0}
     gtzan = {"clip_seconds": 30.0, "eval_crops": 3, "seed": 0}
@@ -244,43 +262,13 @@ def _register_builtin() -> None:
             "genre",
             description="FMA-small, 8 genres, the official split",
         ),
-        BenchmarkTask(
-            "percepiano_excerpt",
-            "percepiano",
-            {**piano, "fold": "excerpt"},
-            "mean_r2",
-            "piano",
-            protocol="loader_folds",
-            n_folds=4,
-            recipe_config="piano_{family}_{mode}_excerpt.yaml",
-            baselines=("majority", "spectral", "midi"),
-            description="PercePiano, 19 ratings, excerpt folds (4; fixed test set; the same bars never in two "
-            "splits), MIDI rendered to audio",
-        ),
-        BenchmarkTask(
-            "percepiano_composition",
-            "percepiano",
-            {**piano, "fold": "composition"},
-            "mean_r2",
-            "piano",
-            protocol="loader_folds",
-            n_folds=4,
-            recipe_config="piano_{family}_{mode}_excerpt.yaml",
-            baselines=("majority", "spectral", "midi"),
-            description="PercePiano, 19 ratings, composition folds (4; fixed test set; a piece never in two "
-            "splits), MIDI rendered to audio",
-        ),
-        BenchmarkTask(
-            "percepiano_performer",
-            "percepiano",
-            {**piano, "fold": "performer"},
-            "mean_r2",
-            "piano",
-            protocol="loader_folds",
-            n_folds=4,
-            recipe_config="piano_{family}_{mode}_performer.yaml",
-            baselines=("majority", "spectral", "midi"),
-            description="PercePiano, 19 ratings, performer folds (4; fixed test set), MIDI rendered to audio",
+        *(
+            _percepiano(piano, fold, config_fold, keeps_apart)
+            for fold, config_fold, keeps_apart in (
+                ("excerpt", "excerpt", "the same bars never in two splits"),
+                ("composition", "excerpt", "a piece never in two splits"),
+                ("performer", "performer", "a player never in two splits"),
+            )
         ),
     ):
         register_benchmark_task(task)
