@@ -18,6 +18,7 @@ from backbones import list_backbones
 from backbones.config import ConfigError
 from finetune.data.registry import DataConfig
 
+from .finetuning import check_recipe_overrides
 from .modes import expand_modes
 from .probes import ProbeConfig
 from .runner import NOT_RUN, BenchmarkOptions, run_benchmark
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="at most this many clips per split")
     p.add_argument("--steps", type=int, help="training steps of lora/full cells (default: the recipe's)")
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the lora/full cells' recipe configs (model.* and train.*, e.g. train.lr=3e-3)",
+    )
     p.add_argument("--workers", type=int, help="data-loading workers (capped at the core count)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument(
@@ -173,6 +181,7 @@ def _options(
             limit=args.limit,
             clips_per_class=args.clips_per_class,
             steps=args.steps,
+            recipe=check_recipe_overrides(args.recipe),
             workers=None if args.workers is None else max(0, min(args.workers, os.cpu_count() or 1)),
             device=args.device,
             bootstrap=args.bootstrap,

@@ -4,7 +4,8 @@ The model and training sections come from ``recipes/configs/`` (the task's :attr
 recipe_config` pattern, e.g. ``genre_synthetic_cnn14_lora.yaml``); the suite overrides the backbone, its
 checkpoint, the seed, the output folder, the number of outputs (from the data), the selection metric (the task's
 headline metric), and on request the steps (``eval_every`` and ``save_every`` scaled alike, so a shorter run
-evaluates as often) and the data-loading workers. The data, window and crops are the task's,
+evaluates as often), the data-loading workers and any other model or training key (``--recipe train.lr=3e-3``:
+the recipes' rates are for fine-tuning released weights; random-init backbones want a from-scratch rate). The data, window and crops are the task's,
 not the config's data section. The loop selects its best checkpoint on the validation split; the cell then
 predicts the validation clips (for calibration) and the test clips with that checkpoint, and deletes the
 intermediate training checkpoints (the best model stays in the cell's ``train/best``).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from .data import Fold, TaskCollate
 from .features import window_seconds
 from .tasks import BenchmarkTask
 
-__all__ = ["RECIPE_FAMILIES", "FinetuneOptions", "finetune_cell", "recipe_config"]
+__all__ = ["RECIPE_FAMILIES", "FinetuneOptions", "check_recipe_overrides", "finetune_cell", "recipe_config"]
 
 RECIPE_FAMILIES: Mapping[str, str] = {"ast": "ast", "passt_s": "passt", "cnn14": "cnn14"}
 """Backbone family -> the family word in recipe config names."""
@@ -44,16 +45,58 @@ RECIPE_FAMILIES: Mapping[str, str] = {"ast": "ast", "passt_s": "passt", "cnn14":
 @dataclasses.dataclass(frozen=True)
 class FinetuneOptions:
     """What the command line may change in a recipe: ``steps`` (``train.max_steps``), ``workers``
-    (``train.num_workers``), ``device`` (``cpu`` forces the CPU and full precision), ``progress`` bars."""
+    (``train.num_workers``), ``device`` (``cpu`` forces the CPU and full precision), ``progress`` bars, and
+    ``recipe`` overrides (``key.sub=value`` of the model and train sections, see :func:`check_recipe_overrides`)."""
 
     steps: int | None = None
     workers: int | None = None
     device: str = "auto"
     progress: bool = True
+    recipe: tuple[str, ...] = ()
 
 
-def recipe_config(task: BenchmarkTask, backbone: str, mode: str) -> tuple[str, RecipeConfig]:
-    """The recipe config a ``mode`` cell of ``backbone`` on ``task`` starts from, and its file name.
+# Keys a cell sets itself (from its grid point, its data or another option), so an override would be lost.
+_SET_BY_THE_SUITE: Mapping[str, str] = {
+    "model.backbone": "--backbones",
+    "model.checkpoint": "--checkpoint",
+    "model.num_outputs": "the task's data",
+    "train.seed": "--seeds",
+    "train.output_dir": "--out",
+    "train.best_metric": "the task's headline metric",
+    "train.max_steps": "--steps",
+    "train.num_workers": "--workers",
+}
+
+
+def check_recipe_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
+    """Validate ``key.sub=value`` recipe overrides before any cell runs; returns them as a tuple.
+
+    Only the ``model`` and ``train`` sections are the recipe's in a cell (the data, window and crops are the
+    task's), and keys a cell sets itself are named with the option that sets them.
+
+    Raises:
+        ValueError: a ``data``/``task`` key or a key the suite sets (the message names the option to use).
+        ConfigError: a malformed override, an unknown key or a bad value.
+    """
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        section = key.split(".", 1)[0]
+        if section not in ("model", "train"):
+            raise ValueError(
+                f"--recipe {override!r}: only model.* and train.* keys apply to a cell"
+                + (" (data settings: --data)" if section == "data" else "")
+            )
+        if key in _SET_BY_THE_SUITE:
+            raise ValueError(f"--recipe {override!r}: {key} is set by {_SET_BY_THE_SUITE[key]}")
+    load_config(None, list(overrides))  # unknown keys and bad values fail here, with the config's message
+    return tuple(overrides)
+
+
+def recipe_config(
+    task: BenchmarkTask, backbone: str, mode: str, overrides: Sequence[str] = ()
+) -> tuple[str, RecipeConfig]:
+    """The recipe config a ``mode`` cell of ``backbone`` on ``task`` starts from (with ``key.sub=value``
+    ``overrides`` applied), and its file name.
 
     Raises:
         ValueError: no recipe family for the backbone's family.
@@ -68,7 +111,7 @@ def recipe_config(task: BenchmarkTask, backbone: str, mode: str) -> tuple[str, R
     path = importlib.resources.files("recipes") / "configs" / name
     if not path.is_file():
         raise FileNotFoundError(f"recipe config {name} not found in the recipes package (task {task.name!r})")
-    return name, load_config(path)
+    return name, load_config(path, list(overrides))
 
 
 def _adapt(
@@ -128,7 +171,7 @@ def finetune_cell(
         ``validation`` and ``test`` as ``(predictions, targets)``, and ``info`` (the recipe config used, its file,
         best and last step).
     """
-    name, base = recipe_config(task, backbone, mode)
+    name, base = recipe_config(task, backbone, mode, opts.recipe)
     cfg = _adapt(base, task, fold, backbone, checkpoint, seed, out, opts)
     torch.manual_seed(seed)
     model = build_model(
@@ -184,6 +227,7 @@ def finetune_cell(
         **held_out,
         "info": {
             "recipe_config": name,
+            "recipe_overrides": list(opts.recipe),
             "config": {  # the data section is the task's, not the config's
                 "model": to_dict(cfg.model),
                 "train": {**to_dict(cfg.train), "output_dir": "train"},

@@ -76,7 +76,9 @@ def _probe_mode(kind: str) -> Callable[[Cell, Fold, RunContext], Predictions]:
 def _finetune_mode(mode: str) -> Callable[[Cell, Fold, RunContext], Predictions]:
     def run(cell: Cell, fold: Fold, context: RunContext) -> Predictions:
         checkpoint = context.checkpoints.get(cell.backbone)
-        opts = FinetuneOptions(context.steps, context.workers, context.device, context.progress)
+        opts = FinetuneOptions(
+            context.steps, context.workers, context.device, context.progress, context.recipe
+        )
         out = finetune_cell(
             cell.task,
             fold,

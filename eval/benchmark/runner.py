@@ -72,6 +72,7 @@ class BenchmarkOptions:
             class and split.
         steps, workers, device: fine-tuning steps, data-loading workers (capped at the core count) and device
             (``auto``, ``cpu``, ``cuda``).
+        recipe: ``key.sub=value`` overrides of the lora/full cells' recipe configs (model and train keys).
         bootstrap: bootstrap replicates of the confidence intervals.
         cache: feature cache folder (None: ``$MUSICFT_CACHE/benchmark_features``).
         baselines: whether to add the tasks' baseline rows.
@@ -94,6 +95,7 @@ class BenchmarkOptions:
     steps: int | None = None
     workers: int | None = None
     device: str = "auto"
+    recipe: Sequence[str] = ()
     bootstrap: int = 1000
     cache: Path | None = None
     baselines: bool = True
@@ -186,6 +188,7 @@ class RunContext:
         self.probe_config = options.probe
         self.checkpoints = dict(options.checkpoints)
         self.steps, self.workers, self.progress = options.steps, options.workers, options.progress
+        self.recipe = tuple(options.recipe)
         self.device = (
             options.device if options.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         )
@@ -278,6 +281,8 @@ class RunContext:
             "probe": o.probe.to_dict(),
             "bootstrap": o.bootstrap,
         }
+        if o.recipe and cell.mode in ("lora", "full"):  # absent otherwise, so earlier runs' cells still match
+            settings["recipe"] = list(o.recipe)
         return hashlib.sha256(
             json.dumps([cell.name, settings], sort_keys=True, default=str).encode()
         ).hexdigest()

@@ -47,7 +47,7 @@ def test_options_are_parsed_into_the_grid() -> None:
             "--backbones", "cnn14.tiny", "--task", "synthetic_genres,synthetic_tags", "--mode", "probe",
             "--mode", "full", "--seeds", "3,7", "--folds", "0", "--out", "runs/x", "--clips-per-class", "5",
             "--data", "synthetic_tags.max_styles=2", "--data", "clip_seconds=2", "--workers", "999",
-            "--checkpoint", "cnn14.tiny=pretrained", "--probe", "linear_c=[1.0]",
+            "--checkpoint", "cnn14.tiny=pretrained", "--probe", "linear_c=[1.0]", "--recipe", "train.lr=3e-3",
         ]
     )  # fmt: skip
     assert opts.modes == ("linear_probe", "mlp_probe", "full") and opts.seeds == [3, 7] and opts.folds == [0]
@@ -60,6 +60,7 @@ def test_options_are_parsed_into_the_grid() -> None:
     )
     assert "max_styles" not in genres.settings
     assert opts.workers == os.cpu_count() and opts.checkpoints == {"cnn14.tiny": "pretrained"}
+    assert opts.recipe == ("train.lr=3e-3",)
     assert opts.probe.linear_c == (1.0,) and parse_options(["--out", "x", "--seeds", "2"]).seeds == [0, 1]
     folder = parse_options(["--out", "x", "--task", "folder:/data/a,b"]).tasks[0]
     assert folder.name == "folder:/data/a,b" and folder.settings["root"] == "/data/a,b"
@@ -81,6 +82,16 @@ def test_options_are_parsed_into_the_grid() -> None:
         (["--checkpoint", "ast.tiny=x.pt"], "--checkpoint names ast.tiny, which --backbones does not list"),
         (["--probe", "mlp_epoch=3"], "unknown key(s) probe.mlp_epoch (did you mean 'mlp_epochs'?)"),
         (["--data", "clip_seconds"], "--data 'clip_seconds' is not of the form KEY=VALUE"),
+        (
+            ["--recipe", "data.n_per_class=3"],
+            "--recipe 'data.n_per_class=3': only model.* and train.* keys apply to a cell (data settings: --data)",
+        ),
+        (
+            ["--recipe", "train.max_steps=9"],
+            "--recipe 'train.max_steps=9': train.max_steps is set by --steps",
+        ),
+        (["--recipe", "train.lrr=0.1"], "unknown key(s) train.lrr (did you mean 'lr'?)"),
+        (["--recipe", "train.lr=fast"], "train.lr: expected float, got 'fast'"),
     ],
 )
 def test_bad_options_exit_with_a_usage_error_that_names_the_fix(

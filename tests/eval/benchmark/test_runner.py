@@ -188,14 +188,17 @@ def test_probe_selection_is_only_ever_given_the_training_and_validation_clips(
 
 def test_finetuning_cells_train_from_the_recipe_configs_and_select_on_validation(tmp_path: Path) -> None:
     tasks = [get_benchmark_task("tones"), get_benchmark_task("tones_multi")]
-    opts = _options(tmp_path, tasks=tasks, modes=["full"], seeds=[0], steps=3, baselines=False)
+    recipe = ("train.lr=0.003", "train.layer_decay=1.0")
+    opts = _options(tmp_path, tasks=tasks, modes=["full"], seeds=[0], steps=3, baselines=False, recipe=recipe)
     payload = run_benchmark(opts)
     for entry in payload["cells"]:
         assert entry["status"] == "ok", entry.get("error")
         config = entry["config"]
         assert config["recipe_config"] == "genre_synthetic_cnn14_full.yaml" and config["steps"] == 3
+        assert config["recipe_overrides"] == list(recipe)
         train = config["config"]["train"]
         assert (train["max_steps"], train["eval_every"], train["seed"]) == (3, 1, 0)
+        assert (train["lr"], train["layer_decay"], train["weight_decay"]) == (0.003, 1.0, 0.01)
         assert train["best_metric"] == ("accuracy" if entry["task"] == "tones" else "map")
         assert 1 <= config["best_step"] <= 3
         out = tmp_path / "run" / "cells" / entry["cell"] / "train"
@@ -205,6 +208,15 @@ def test_finetuning_cells_train_from_the_recipe_configs_and_select_on_validation
     assert multi["config"]["config"]["model"]["head_config"]["multi_label"] is True
     assert set(multi["metrics"]["ci95"]) == {"map", "roc_auc"}
     torch.manual_seed(0)  # leave the global generator as the other tests expect
+
+
+def test_recipe_overrides_change_the_fingerprint_of_training_cells_only(tmp_path: Path) -> None:
+    task = get_benchmark_task("tones")
+    plain = RunContext(_options(tmp_path))
+    tuned = RunContext(_options(tmp_path, recipe=("train.lr=0.003",)))
+    probe, full = Cell(task, 0, "cnn14.tiny", "linear_probe", 0), Cell(task, 0, "cnn14.tiny", "full", 0)
+    assert plain.fingerprint(probe) == tuned.fingerprint(probe)  # probes' results stay valid
+    assert plain.fingerprint(full) != tuned.fingerprint(full)  # a fine-tuned cell reruns with the new recipe
 
 
 def test_rating_tasks_get_per_dimension_r2(tmp_path: Path) -> None:
