@@ -170,12 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a smoke run (1 seed, 20 steps, 6 clips per class), nothing written",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (1: a loaded machine's cores thrash with more)",
-    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a loaded machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.summarise is not None:

@@ -297,12 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="synthetic only, 60 items, 1 seed, nothing written"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (1: a loaded machine's cores thrash with more)",
-    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a loaded machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:

@@ -136,6 +136,18 @@ class Cell:
             return f"baseline: {BASELINES[self.mode].label}"
         return f"{self.backbone} {MODES[self.mode].label}"
 
+    def entry(self) -> dict[str, Any]:
+        """The fields that name this cell in every results entry (finished, failed or not run)."""
+        return {
+            "cell": self.name,
+            "task": self.task.name,
+            "fold": self.fold,
+            "backbone": self.backbone,
+            "mode": self.mode,
+            "model": self.model,
+            "seed": self.seed,
+        }
+
 
 def plan_cells(options: BenchmarkOptions) -> list[Cell]:
     """Every cell of the grid, grouped so that cells sharing data and embeddings run one after another."""
@@ -313,14 +325,8 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
     _save_predictions(out / "predictions.safetensors", result, calibrated)
     info = dict(result["info"])
     return {
-        "cell": cell.name,
-        "task": cell.task.name,
+        **cell.entry(),
         "task_kind": fold.task.name,
-        "fold": cell.fold,
-        "backbone": cell.backbone,
-        "mode": cell.mode,
-        "model": cell.model,
-        "seed": cell.seed,
         "status": "ok",
         "metrics": metrics,
         "clips": {name: len(fold.split(name)) for name in ("train", "validation", "test")},
@@ -342,13 +348,7 @@ def run_cell(cell: Cell, context: RunContext) -> dict[str, Any]:
 
 def _failure(cell: Cell, error: BaseException, context: RunContext, seconds: float) -> dict[str, Any]:
     return {
-        "cell": cell.name,
-        "task": cell.task.name,
-        "fold": cell.fold,
-        "backbone": cell.backbone,
-        "mode": cell.mode,
-        "model": cell.model,
-        "seed": cell.seed,
+        **cell.entry(),
         "status": "failed",
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
@@ -359,13 +359,7 @@ def _failure(cell: Cell, error: BaseException, context: RunContext, seconds: flo
 
 def _not_run(cell: Cell) -> dict[str, Any]:
     return {
-        "cell": cell.name,
-        "task": cell.task.name,
-        "fold": cell.fold,
-        "backbone": cell.backbone,
-        "mode": cell.mode,
-        "model": cell.model,
-        "seed": cell.seed,
+        **cell.entry(),
         "status": NOT_RUN,
         "error": "not run (no finished cell with these settings)",
     }
