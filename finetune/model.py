@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from heads import SINGLE_LABEL, Head, HybridHead, Task, build_head, head_config_
 from . import serialization
 from .calibration import Calibration, CalibrationError
 from .data.augment import MixupConfig, SpecAugmentConfig, SpecMixConfig, TrainingAugment
+from .freezing import FREEZE_MODES, hold_frozen_norm_statistics, parse_freeze, trainable_backbone_parameters
 from .lora import LoraSettings, apply_lora, is_lora_parameter, merge_lora, unmerge_lora
 from .serialization import ADAPTER_NAME, CONFIG_NAME, WEIGHTS_NAME, cfg_overrides
 
@@ -65,38 +65,6 @@ class ModelOutput:
     loss: Tensor | None = None
     pooled: Tensor | None = None
     backbone_output: BackboneOutput | None = None
-
-
-def _train_all(backbone: Backbone, arg: str) -> set[int]:
-    return {id(p) for p in backbone.parameters()}
-
-
-def _train_none(backbone: Backbone, arg: str) -> set[int]:
-    return set()
-
-
-def _train_last_k(backbone: Backbone, arg: str) -> set[int]:
-    groups = backbone.layer_groups()
-    n_blocks = len(groups) - 2  # layer_groups() is [stem, blocks..., final]
-    if not arg.isdigit() or not 0 <= int(arg) <= n_blocks:
-        raise ValueError(
-            f"freeze='last_k:<k>' needs an integer k in [0, {n_blocks}] for {backbone.name}, got {arg!r}"
-        )
-    k = int(arg)
-    return {id(p) for group in groups[len(groups) - 1 - k :] for p in group}
-
-
-# freeze mode -> the backbone parameters that stay trainable (LoRA parameters always train).
-FREEZE_MODES: Mapping[str, Callable[[Backbone, str], set[int]]] = MappingProxyType(
-    {"none": _train_all, "backbone": _train_none, "last_k": _train_last_k, "lora": _train_none}
-)
-
-
-def _parse_freeze(mode: str) -> tuple[str, str]:
-    kind, _, arg = mode.partition(":")
-    if kind not in FREEZE_MODES or (kind == "last_k") != bool(arg):
-        raise ValueError(f"freeze must be one of 'none', 'backbone', 'last_k:<k>', 'lora'; got {mode!r}")
-    return kind, arg
 
 
 def _check_finite(x: Tensor, name: str) -> None:
@@ -134,7 +102,7 @@ class AudioModel(nn.Module):
         augment: TrainingAugment | None = None,
     ) -> None:
         super().__init__()
-        kind, _ = _parse_freeze(freeze)
+        kind, _ = parse_freeze(freeze)
         if kind == "lora" and lora is None:
             raise ValueError("freeze='lora' needs lora settings, e.g. lora={'r': 8}")
         if kind == "backbone" and lora is not None:
@@ -201,10 +169,9 @@ class AudioModel(nn.Module):
 
     def set_freeze(self, freeze: str) -> None:
         """Change which backbone parameters train (see the class docstring); the head always trains."""
-        kind, arg = _parse_freeze(freeze)
-        if kind == "lora" and self.lora_settings is None:
+        if parse_freeze(freeze)[0] == "lora" and self.lora_settings is None:
             raise ValueError("freeze='lora' needs a model built with lora settings")
-        trainable = FREEZE_MODES[kind](self.backbone, arg)
+        trainable = trainable_backbone_parameters(self.backbone, freeze)
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(id(param) in trainable or is_lora_parameter(name))
         for param in self.head.parameters():
@@ -217,14 +184,7 @@ class AudioModel(nn.Module):
         if mode and self.freeze_mode == "backbone":
             self.backbone.eval()
         elif mode:
-            for module in self.backbone.modules():
-                params = list(module.parameters(recurse=False))
-                if (
-                    isinstance(module, nn.modules.batchnorm._BatchNorm)
-                    and params
-                    and not any(p.requires_grad for p in params)
-                ):
-                    module.eval()
+            hold_frozen_norm_statistics(self.backbone)
         return self
 
     def compute_features(self, waveform: Tensor | np.ndarray) -> Tensor:
