@@ -112,9 +112,11 @@ def validate_config(cfg: RecipeConfig) -> None:
 
 
 def run_settings(cfg: RecipeConfig) -> dict[str, Any]:
-    """What besides ``cfg.train`` shapes a run (``task``, ``model``, ``data``): recorded in each checkpoint and
-    compared before resuming (see :func:`finetune.checkpointing.resume_point`)."""
-    return {"task": cfg.task, "model": to_dict(cfg.model), "data": to_dict(cfg.data)}
+    """What besides ``cfg.train`` shapes a run (``task``, ``model``, ``data`` but its
+    :attr:`~finetune.data.DataConfig.CHANGEABLE_ON_RESUME` keys): recorded in each checkpoint and compared before
+    resuming (see :func:`finetune.checkpointing.resume_point`)."""
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in cfg.data.CHANGEABLE_ON_RESUME}
+    return {"task": cfg.task, "model": to_dict(cfg.model), "data": data}
 
 
 def _cores() -> int:

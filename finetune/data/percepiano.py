@@ -30,7 +30,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datasets import DatasetDict, Features, Value
 from datasets import Sequence as SequenceFeature
@@ -339,6 +339,8 @@ class PercePianoConfig(DataConfig):
         fold_index, n_folds, render_cache, std_labels, on_error, min_duration, full_check, render_workers: as in
             :func:`load_percepiano`.
     """
+
+    CHANGEABLE_ON_RESUME: ClassVar[frozenset[str]] = DataConfig.CHANGEABLE_ON_RESUME | {"render_workers"}
 
     name: str = "percepiano"
     root: str | None = None

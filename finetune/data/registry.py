@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from datasets import DatasetDict
 
@@ -84,6 +84,10 @@ class DataConfig(StrictConfig):
         decode_cache: files to decode once into an on-disk cache at the model's rate, read by memory map
             (:mod:`finetune.data.decoded`): ``"off"``, ``"slow_seek"`` (MP3) or ``"all"``.
     """
+
+    CHANGEABLE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"decode_cache"})
+    """Settings a resumed run may change: they change how fast the data is read, not what is read (a data set's
+    config class adds its own, e.g. PercePiano's ``render_workers``)."""
 
     name: str = "synthetic_genres"
     clip_seconds: float = 10.0
