@@ -23,6 +23,7 @@ window plan so that ``python -m finetune predict`` gives the same predictions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -261,7 +262,7 @@ def run_recipe(
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     sample_rate = get_pretrained_cfg(cfg.model.backbone).sample_rate
     with accelerator.main_process_first():  # data sets may cache to disk: build once, then read
-        data = dataset(cfg.data, sample_rate)
+        data = dataset(dataclasses.replace(cfg.data, progress=cfg.data.progress and progress), sample_rate)
         cache = _decode_cache(cfg, data, sample_rate, say, progress)
     num_outputs = _num_outputs(cfg, data)
     if main:

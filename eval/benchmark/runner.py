@@ -221,7 +221,9 @@ class RunContext:
         key = (json.dumps(dict(overrides), sort_keys=True), sample_rate)
         if key not in self._data:
             try:
-                config = DataConfig.from_dict({"name": task.dataset, **task.settings, **overrides}, "data")
+                config = DataConfig.from_dict(
+                    {"name": task.dataset, **task.settings, **overrides, "progress": self.progress}, "data"
+                )
                 self._data[key] = get_dataset(task.dataset)(config, sample_rate)
             except Exception as e:  # noqa: BLE001 - kept and raised for every cell of the task
                 self._data[key] = e

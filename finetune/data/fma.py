@@ -86,6 +86,7 @@ def load_fma(
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> DatasetDict:
     """Load FMA ``small`` or ``medium`` with its official train/validation/test split.
 
@@ -100,6 +101,7 @@ def load_fma(
             with missing, unreadable or too short audio.
         min_duration: clips shorter than this many seconds count as bad.
         full_check: decode every clip once at load time instead of reading headers only.
+        progress: show the file-check progress bar.
     """
     if subset not in _SUBSETS[:2]:
         raise ValueError(f"subset must be 'small' or 'medium', got {subset!r}")
@@ -127,7 +129,14 @@ def load_fma(
             rows.append({**t, "name": name, "path": str(audio_path(audio_dir, t["track_id"]))})
     if not rows:
         raise DataError(f"{tracks_csv} lists no usable track of the {subset} subset ({report.summary()})")
-    keep = scan_audio([r["path"] for r in rows], [r["name"] for r in rows], report, min_duration, full_check)
+    keep = scan_audio(
+        [r["path"] for r in rows],
+        [r["name"] for r in rows],
+        report,
+        min_duration,
+        full_check,
+        progress=progress,
+    )
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     genres = sorted({r["genre"] for r in rows})
@@ -202,5 +211,6 @@ def build_fma(config: FMAConfig, sample_rate: int) -> TaskData:
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
     )
     return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

@@ -69,6 +69,7 @@ def load_audio_folder(
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
     group_pattern: str | None = None,
 ) -> DatasetDict:
     """Load ``root/<class>/**/<file>`` as a labelled data set (``path``, ``name``, ``label``, ``group`` with
@@ -86,6 +87,7 @@ def load_audio_folder(
         on_error: ``"skip"`` or ``"raise"`` for unreadable or too short audio, and files without a group.
         min_duration: audio shorter than this many seconds counts as bad.
         full_check: decode every file once at load time instead of reading headers only.
+        progress: show the file-check progress bar.
         group_pattern: a regular expression searched in each file's path relative to its class folder (with
             ``/``); its ``group`` named group, first group or whole match names the file's group, and groups never
             straddle splits. ``"^([^/]+)/"``: the sub-folder (e.g. an album); ``"^([^_]+)_"``: the file name up
@@ -138,7 +140,7 @@ def load_audio_folder(
                     f"no group (group_pattern {pattern.pattern!r} does not match)", r["rel"].as_posix()
                 )
     names = [str(Path(r["path"]).relative_to(root)) for r in rows]
-    keep = scan_audio([r["path"] for r in rows], names, report, min_duration, full_check)
+    keep = scan_audio([r["path"] for r in rows], names, report, min_duration, full_check, progress=progress)
     keep = [k and r.get("group", "") is not None for r, k in zip(rows, keep)]
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
@@ -206,6 +208,7 @@ def build_folder(config: FolderConfig, sample_rate: int) -> TaskData:
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
         group_pattern=config.group_pattern,
     )
     return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

@@ -202,6 +202,7 @@ def load_gtzan(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> DatasetDict:
     """Load GTZAN as a ``DatasetDict`` with columns ``path``, ``name`` (``blues.00012``), ``label`` (genre) and the
     header facts of :func:`~finetune.data.lazy.build_splits` (rows hold no audio: see :mod:`finetune.data.lazy`).
@@ -218,6 +219,7 @@ def load_gtzan(
         min_duration: clips shorter than this many seconds count as bad.
         full_check: decode every clip once at load time instead of reading headers only (slower; then no clip can
             fail mid-epoch).
+        progress: show the file-check progress bar.
 
     Returns:
         train/validation/test (``"kfold"``: train/test).
@@ -248,7 +250,7 @@ def load_gtzan(
     report = LoadReport("gtzan")
     paths = [str(files.get(n, genre_dir / n.split(".")[0] / f"{n}.wav")) for n in names]
     shown = [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]  # e.g. jazz/jazz.00054.wav
-    keep = scan_audio(paths, shown, report, min_duration, full_check)
+    keep = scan_audio(paths, shown, report, min_duration, full_check, progress=progress)
     report.resolve(on_error)
     splits = {s: [i for i in idx if keep[i]] for s, idx in splits.items()}
     columns = {"path": paths, "name": names, "label": [GTZAN_GENRES.index(g) for g in _genres(names)]}
@@ -306,5 +308,6 @@ def build_gtzan(config: GTZANConfig, sample_rate: int) -> TaskData:
         fractions=config.fractions,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
     )
     return TaskData(splits, SINGLE_LABEL, tuple(GTZAN_GENRES))

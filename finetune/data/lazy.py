@@ -150,8 +150,10 @@ def scan_audio(
     report: LoadReport,
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> list[bool]:
-    """Check every audio file once at load time, with a progress bar, and record its header in ``report``.
+    """Check every audio file once at load time, with a progress bar (unless ``progress`` is false), and record
+    its header in ``report``.
 
     By default only the header is read (:func:`~finetune.data.audio.audio_info`: cheap; it also finds empty
     files and truncated WAVs); ``full_check`` decodes each file with :func:`~finetune.data.audio.load_audio`,
@@ -165,7 +167,8 @@ def scan_audio(
     check = _full_check if full_check else audio_info
     keep = []
     for path, name in zip(
-        tqdm(paths, desc=f"checking {report.dataset} audio", unit="file", leave=False), names
+        tqdm(paths, desc=f"checking {report.dataset} audio", unit="file", leave=False, disable=not progress),
+        names,
     ):
         if not Path(path).is_file():
             report.drop("missing audio file", name, str(path))

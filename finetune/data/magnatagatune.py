@@ -108,6 +108,7 @@ def load_magnatagatune(
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> tuple[DatasetDict, tuple[str, ...]]:
     """Load MagnaTagATune's ``top_k`` tags with the standard split.
 
@@ -119,7 +120,7 @@ def load_magnatagatune(
         top_k: how many of the most frequent tags to keep (1-188).
         split: ``"folders"`` or ``"lists"`` (see the module docstring); ``split_dir`` holds the lists.
         drop_untagged: leave out clips with none of the kept tags.
-        sample_rate, on_error, min_duration, full_check: as in the other loaders.
+        sample_rate, on_error, min_duration, full_check, progress: as in the other loaders.
 
     Returns:
         The splits and the kept tag names, most frequent first.
@@ -163,7 +164,14 @@ def load_magnatagatune(
                 "labels": labels,
             }
         )
-    keep = scan_audio([r["path"] for r in rows], [r["name"] for r in rows], report, min_duration, full_check)
+    keep = scan_audio(
+        [r["path"] for r in rows],
+        [r["name"] for r in rows],
+        report,
+        min_duration,
+        full_check,
+        progress=progress,
+    )
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     index: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
@@ -236,5 +244,6 @@ def build_magnatagatune(config: MagnaTagATuneConfig, sample_rate: int) -> TaskDa
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
     )
     return TaskData(splits, MULTI_LABEL, names)

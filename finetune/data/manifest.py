@@ -115,6 +115,7 @@ def load_manifest(
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> DatasetDict:
     """Load a CSV/TSV/JSONL manifest: one row per file, with a label and/or ratings.
 
@@ -136,6 +137,7 @@ def load_manifest(
         on_error: ``"skip"`` or ``"raise"`` for bad rows and unreadable or too short audio.
         min_duration: audio shorter than this many seconds counts as bad.
         full_check: decode every file once at load time instead of reading headers only.
+        progress: show the file-check progress bar.
 
     Raises:
         DataError: the manifest is empty or lacks a column, lists a file twice (however its path is spelled),
@@ -165,7 +167,14 @@ def load_manifest(
             rows.append(
                 {"path": str(base / rel), "name": Path(rel).stem, "rel": rel, "line": line, **checked}
             )
-    keep = scan_audio([r["path"] for r in rows], [r["rel"] for r in rows], report, min_duration, full_check)
+    keep = scan_audio(
+        [r["path"] for r in rows],
+        [r["rel"] for r in rows],
+        report,
+        min_duration,
+        full_check,
+        progress=progress,
+    )
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     if not rows:
@@ -297,6 +306,7 @@ def build_manifest(config: ManifestConfig, sample_rate: int) -> TaskData:
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
     )
     if config.rating_columns:
         return TaskData(splits, RATING, tuple(config.rating_columns))

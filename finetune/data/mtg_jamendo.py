@@ -153,6 +153,7 @@ def load_mtg_jamendo(
     on_error: OnError = "skip",
     min_duration: float | None = None,
     full_check: bool = False,
+    progress: bool = True,
 ) -> tuple[DatasetDict, tuple[str, ...]]:
     """Load one official split of an MTG-Jamendo subset.
 
@@ -165,7 +166,7 @@ def load_mtg_jamendo(
         subset: one of :data:`SUBSETS`.
         split_index: which of the five official splits (0-4).
         genre_map: tag -> genre (or ``"gtzan"``) for single-label genre training; None: multi-label tags.
-        sample_rate, on_error, min_duration, full_check: as in the other loaders.
+        sample_rate, on_error, min_duration, full_check, progress: as in the other loaders.
 
     Returns:
         The splits and the output names (the subset's tags, or the map's genres; each sorted).
@@ -218,7 +219,14 @@ def load_mtg_jamendo(
             f"genre_map: {unmapped} track(s) have no mapped genre tag and {ambiguous} map to several genres; "
             "they are left out"
         )
-    keep = scan_audio([r["path"] for r in rows], [r["name"] for r in rows], report, min_duration, full_check)
+    keep = scan_audio(
+        [r["path"] for r in rows],
+        [r["name"] for r in rows],
+        report,
+        min_duration,
+        full_check,
+        progress=progress,
+    )
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     if not rows:
@@ -296,5 +304,6 @@ def build_mtg_jamendo(config: MTGJamendoConfig, sample_rate: int) -> TaskData:
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
     )
     return TaskData(splits, SINGLE_LABEL if config.genre_map is not None else MULTI_LABEL, names)

@@ -154,6 +154,7 @@ def load_percepiano(
     min_duration: float | None = None,
     full_check: bool = False,
     render_workers: int = 1,
+    progress: bool = True,
 ) -> DatasetDict:
     """Load PercePiano as train/validation/test with columns ``path``, ``name``, ``ratings`` (19 floats),
     ``player``, ``piece``, ``excerpt``, ``performer`` (the file name's field) and, given ``std_labels``,
@@ -178,6 +179,7 @@ def load_percepiano(
         full_check: decode every file once at load time instead of reading headers only (slower; then no file can
             fail mid-epoch).
         render_workers: processes used to render MIDI.
+        progress: show the rendering and file-check progress bars.
 
     Raises:
         DataError: a label file is not valid JSON or is ambiguous; with ``on_error="raise"``, any bad entry.
@@ -226,7 +228,14 @@ def load_percepiano(
         )
     wanted = sorted(i for part in folds.as_dict().values() for i in part)
     _render_missing(
-        [rows[i] for i in wanted], midi, render_cache, sample_rate, soundfont, render_workers, report
+        [rows[i] for i in wanted],
+        midi,
+        render_cache,
+        sample_rate,
+        soundfont,
+        render_workers,
+        report,
+        progress,
     )
     present = [i for i in wanted if rows[i]["path"] is not None]
     keep = scan_audio(
@@ -235,6 +244,7 @@ def load_percepiano(
         report,
         min_duration,
         full_check,
+        progress=progress,
     )
     usable = {i for i, k in zip(present, keep) if k}
     report.resolve(on_error)
@@ -273,6 +283,7 @@ def _render_missing(
     soundfont: str | os.PathLike[str] | None,
     workers: int,
     report: LoadReport,
+    progress: bool,
 ) -> None:
     """Fill in ``path`` of rows without audio by rendering their MIDI file (cached); record font and spectrum."""
     todo = [r for r in rows if r["path"] is None]
@@ -280,7 +291,7 @@ def _render_missing(
         return
     target = Path(render_cache) if render_cache is not None else cache_dir() / "percepiano_render"
     settings = RenderSettings.of(sample_rate or 22050, soundfont)
-    results = render_many([midi[r["name"]] for r in todo], target, settings, workers)
+    results = render_many([midi[r["name"]] for r in todo], target, settings, workers, progress)
     rendered = []
     for row, result in zip(todo, results):
         if isinstance(result, Exception):
@@ -390,6 +401,7 @@ def build_percepiano(config: PercePianoConfig, sample_rate: int) -> TaskData:
         on_error=config.on_error,
         min_duration=config.min_duration,
         full_check=config.full_check,
+        progress=config.progress,
         render_workers=config.render_workers,
     )
     return TaskData(splits, RATING, tuple(PERCEPIANO_DIMENSIONS))

@@ -83,11 +83,13 @@ class DataConfig(StrictConfig):
         cache_embeddings: linear probes: run the frozen backbone once per window and train on cached vectors.
         decode_cache: files to decode once into an on-disk cache at the model's rate, read by memory map
             (:mod:`finetune.data.decoded`): ``"off"``, ``"slow_seek"`` (MP3) or ``"all"``.
+        progress: show the loader's progress bars (generating, rendering, checking files); the recipes and the
+            benchmark turn them off with their own progress switch.
     """
 
-    CHANGEABLE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"decode_cache"})
-    """Settings a resumed run may change: they change how fast the data is read, not what is read (a data set's
-    config class adds its own, e.g. PercePiano's ``render_workers``)."""
+    CHANGEABLE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"decode_cache", "progress"})
+    """Settings a resumed run may change: they change how fast the data is read or what is shown, not what is
+    read (a data set's config class adds its own, e.g. PercePiano's ``render_workers``)."""
 
     name: str = "synthetic_genres"
     clip_seconds: float = 10.0
@@ -99,6 +101,7 @@ class DataConfig(StrictConfig):
     augment: dict[str, Any] = field(default_factory=dict)
     cache_embeddings: bool = False
     decode_cache: Literal["off", "slow_seek", "all"] = "off"
+    progress: bool = True
 
     def __post_init__(self) -> None:
         """Check the shared settings; a data set's config class that has its own ``__post_init__`` calls this."""

@@ -391,6 +391,7 @@ def render_many(
     cache_dir: str | os.PathLike[str],
     settings: RenderSettings | None = None,
     num_workers: int = 1,
+    progress: bool = True,
 ) -> list[Path | ValueError]:
     """Render (or find cached) audio for each MIDI file, in order, with a progress bar that moves per file.
 
@@ -403,6 +404,7 @@ def render_many(
         settings: rate, sound font and preset (:meth:`RenderSettings.of`); None renders at 22050 Hz with
             pretty_midi's General MIDI font.
         num_workers: processes to render with (1 renders in this process).
+        progress: show the progress bar.
 
     Returns:
         Per file, the rendered audio's path, or the ``ValueError`` that says why the MIDI file could not be read.
@@ -418,7 +420,9 @@ def render_many(
         out.append(target if target.is_file() else None)
     todo = [i for i, p in enumerate(out) if p is None]
     desc = f"rendering MIDI with {settings.soundfont.name}"
-    with tqdm(total=len(out), initial=len(out) - len(todo), desc=desc, unit="file") as bar:
+    with tqdm(
+        total=len(out), initial=len(out) - len(todo), desc=desc, unit="file", disable=not progress
+    ) as bar:
         if todo and (num_workers <= 1 or len(todo) == 1):
             renderer = PianoRenderer.from_settings(settings)
             for i in todo:

@@ -91,8 +91,25 @@ def _checkpoint_of(cfg: RecipeConfig, step: int = 2) -> Path:
 def test_settings_that_only_change_how_fast_data_is_read_are_left_out_of_the_resume_check() -> None:
     cfg = load_config(None, ["data.name=percepiano", "data.root=/data/pp", "data.render_workers=4"])
     data = recipe.run_settings(cfg)["data"]
-    assert "decode_cache" not in data and "render_workers" not in data
+    assert "decode_cache" not in data and "render_workers" not in data and "progress" not in data
     assert (data["fold"], data["root"], data["seed"]) == ("performer", "/data/pp", 0)
+
+
+def test_the_data_set_is_built_with_the_runs_progress_switch(tmp_path, monkeypatch) -> None:
+    seen = []
+
+    def record(name: str):
+        def build(config, sample_rate):
+            seen.append(config.progress)
+            raise _Stop
+
+        return build
+
+    monkeypatch.setattr(recipe, "get_dataset", record)
+    for switch in ("true", "false"):
+        with pytest.raises(_Stop):
+            recipe.run_recipe(_config(tmp_path / switch, f"train.progress={switch}"))
+    assert seen == [True, False]
 
 
 def test_a_changed_setting_stops_the_run_before_the_config_is_overwritten(tmp_path, no_data) -> None:

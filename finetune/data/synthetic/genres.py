@@ -420,5 +420,7 @@ class SyntheticGenresConfig(DataConfig):
 @register_dataset("synthetic_genres", SyntheticGenresConfig)
 def build_synthetic_genres(config: SyntheticGenresConfig, sample_rate: int) -> TaskData:
     """The ten synthetic styles, rendered at ``sample_rate``: single-label."""
-    splits = synthetic_genres_splits(config.n_per_class, config.clip_seconds, sample_rate, config.seed)
+    splits = synthetic_genres_splits(
+        config.n_per_class, config.clip_seconds, sample_rate, config.seed, progress=config.progress
+    )
     return TaskData(splits, SINGLE_LABEL, tuple(splits["train"].features["label"].names))

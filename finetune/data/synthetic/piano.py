@@ -299,7 +299,9 @@ class SyntheticPianoConfig(DataConfig):
 @register_dataset("synthetic_piano", SyntheticPianoConfig)
 def build_synthetic_piano(config: SyntheticPianoConfig, sample_rate: int) -> TaskData:
     """Synthetic piano performances rendered at ``sample_rate``, split by performer: 19 ratings."""
-    ds = synthetic_piano(config.n_items, config.clip_seconds, sample_rate, config.seed)
+    ds = synthetic_piano(
+        config.n_items, config.clip_seconds, sample_rate, config.seed, progress=config.progress
+    )
     performers = np.asarray(ds["performer"])
     held_out = np.unique(performers)
     np.random.default_rng(config.seed).shuffle(held_out)

@@ -185,6 +185,11 @@ class SyntheticTagsConfig(DataConfig):
 def build_synthetic_tags(config: SyntheticTagsConfig, sample_rate: int) -> TaskData:
     """Mixtures of the synthetic styles rendered at ``sample_rate``: multi-label, one tag per style."""
     splits = synthetic_tags_splits(
-        config.n_items, config.clip_seconds, sample_rate, config.seed, config.max_styles
+        config.n_items,
+        config.clip_seconds,
+        sample_rate,
+        config.seed,
+        config.max_styles,
+        progress=config.progress,
     )
     return TaskData(splits, MULTI_LABEL, tuple(GENRES))

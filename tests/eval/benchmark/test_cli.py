@@ -30,6 +30,7 @@ def test_the_documented_command_runs_end_to_end(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "8 cell(s) finished, 0 failed" in done.stdout
+    assert "synthetic genres" not in done.stderr  # --no-progress silences the data set's generation bar too
     results = json.loads((out / "results.json").read_text())
     assert len(results["cells"]) == 8  # 3 backbones x 2 probes + 2 baselines, one seed
     for cell in results["cells"]:

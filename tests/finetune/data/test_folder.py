@@ -159,3 +159,13 @@ def test_registered_folder_builder(tmp_path: Path) -> None:
     sizes = {k: len(v) for k, v in data.splits.items()}
     assert sum(sizes.values()) == 30 and min(sizes.values()) >= 3
     assert data.splits["test"][0]["file_rate"] == SR  # rows name files; the collate reads them at any rate
+
+
+def test_data_progress_false_silences_the_file_check_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = str(_tree(tmp_path / "tree", per_class=8))
+    DATASETS["folder"](_config(name="folder", root=tree), 16000)
+    assert "audio:" in capsys.readouterr().err  # the file-check bar
+    DATASETS["folder"](_config(name="folder", root=tree, progress=False), 16000)
+    assert capsys.readouterr().err == ""

@@ -94,7 +94,7 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
             {"name": "gtzan", "rooot": "/x"},
             "unknown key(s) data.rooot (did you mean 'root'?); GTZANConfig takes: augment, cache_embeddings, "
             "clip_seconds, crop_seconds, crops_per_track, decode_cache, eval_crops, fold_index, fractions, full_check, min_duration, n_folds, "
-            "name, on_error, root, seed, split, splits_dir, train_crops",
+            "name, on_error, progress, root, seed, split, splits_dir, train_crops",
         ),
         (
             {"name": "gtzn"},
@@ -135,7 +135,7 @@ def test_configs_are_picked_by_name_and_written_back_flat() -> None:
             {"name": "synthetic_piano", "n_per_class": 3},
             "unknown key(s) data.n_per_class; SyntheticPianoConfig "
             "takes: augment, cache_embeddings, clip_seconds, crop_seconds, crops_per_track, decode_cache, eval_crops, "
-            "n_items, name, seed, train_crops",
+            "n_items, name, progress, seed, train_crops",
         ),
     ],
 )

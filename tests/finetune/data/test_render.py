@@ -230,8 +230,8 @@ def test_render_many_progress_moves_per_file(
     bars = []
 
     class Bar:
-        def __init__(self, total: int, initial: int, desc: str, unit: str) -> None:
-            self.total, self.n, self.desc, self.steps = total, initial, desc, []
+        def __init__(self, total: int, initial: int, desc: str, unit: str, disable: bool) -> None:
+            self.total, self.n, self.desc, self.steps, self.disable = total, initial, desc, [], disable
             bars.append(self)
 
         def __enter__(self) -> Bar:
@@ -254,8 +254,10 @@ def test_render_many_progress_moves_per_file(
     settings = RenderSettings.of(8000)
     render_many(files[:1], tmp_path, settings)
     render_many(files, tmp_path, settings, num_workers=2)
-    assert [(b.total, b.steps, b.n) for b in bars] == [
-        (1, [1], 1),
-        (3, [1, 1], 3),
-    ]  # one cached: counted at once
+    render_many(files, tmp_path, settings, progress=False)
+    assert [(b.total, b.steps, b.n, b.disable) for b in bars] == [
+        (1, [1], 1, False),
+        (3, [1, 1], 3, False),
+        (3, [], 3, True),
+    ]  # one cached: counted at once; progress=False hides the bar
     assert bars[1].desc == "rendering MIDI with TimGM6mb.sf2"
