@@ -129,14 +129,8 @@ def load_fma(
             rows.append({**t, "name": name, "path": str(audio_path(audio_dir, t["track_id"]))})
     if not rows:
         raise DataError(f"{tracks_csv} lists no usable track of the {subset} subset ({report.summary()})")
-    keep = scan_audio(
-        [r["path"] for r in rows],
-        [r["name"] for r in rows],
-        report,
-        min_duration,
-        full_check,
-        progress=progress,
-    )
+    shown = [r["name"] for r in rows]
+    keep = scan_audio([r["path"] for r in rows], shown, report, min_duration, full_check, progress=progress)
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     genres = sorted({r["genre"] for r in rows})

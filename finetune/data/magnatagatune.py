@@ -164,14 +164,8 @@ def load_magnatagatune(
                 "labels": labels,
             }
         )
-    keep = scan_audio(
-        [r["path"] for r in rows],
-        [r["name"] for r in rows],
-        report,
-        min_duration,
-        full_check,
-        progress=progress,
-    )
+    shown = [r["name"] for r in rows]
+    keep = scan_audio([r["path"] for r in rows], shown, report, min_duration, full_check, progress=progress)
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     index: dict[str, list[int]] = {"train": [], "validation": [], "test": []}

@@ -167,14 +167,8 @@ def load_manifest(
             rows.append(
                 {"path": str(base / rel), "name": Path(rel).stem, "rel": rel, "line": line, **checked}
             )
-    keep = scan_audio(
-        [r["path"] for r in rows],
-        [r["rel"] for r in rows],
-        report,
-        min_duration,
-        full_check,
-        progress=progress,
-    )
+    shown = [r["rel"] for r in rows]
+    keep = scan_audio([r["path"] for r in rows], shown, report, min_duration, full_check, progress=progress)
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     if not rows:

@@ -219,14 +219,8 @@ def load_mtg_jamendo(
             f"genre_map: {unmapped} track(s) have no mapped genre tag and {ambiguous} map to several genres; "
             "they are left out"
         )
-    keep = scan_audio(
-        [r["path"] for r in rows],
-        [r["name"] for r in rows],
-        report,
-        min_duration,
-        full_check,
-        progress=progress,
-    )
+    shown = [r["name"] for r in rows]
+    keep = scan_audio([r["path"] for r in rows], shown, report, min_duration, full_check, progress=progress)
     report.resolve(on_error)
     rows = [r for r, k in zip(rows, keep) if k]
     if not rows:
