@@ -5,8 +5,8 @@ recipe_config` pattern, e.g. ``genre_synthetic_cnn14_lora.yaml``); the suite ove
 checkpoint, the seed, the output folder, the number of outputs (from the data), the selection metric (the task's
 headline metric), and on request the steps (``eval_every`` and ``save_every`` scaled alike, so a shorter run
 evaluates as often), the data-loading workers and any other model or training key (``--recipe train.lr=3e-3``:
-the recipes' rates are for fine-tuning released weights; random-init backbones want a from-scratch rate). The data, window and crops are the task's,
-not the config's data section. The loop selects its best checkpoint on the validation split; the cell then
+the recipes' rates are for fine-tuning released weights; random-init backbones want a from-scratch rate). The
+data, window and crops are the task's, not the config's data section. The loop selects its best checkpoint on the validation split; the cell then
 predicts the validation clips (for calibration) and the test clips with that checkpoint, and deletes the
 intermediate training checkpoints (the best model stays in the cell's ``train/best``).
 """
