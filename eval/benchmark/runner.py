@@ -280,6 +280,7 @@ class RunContext:
     def fingerprint(self, cell: Cell) -> str:
         """sha256 of everything a cell's result depends on; a done cell is reused only when it matches."""
         o = self.options
+        trains = cell.mode in ("lora", "full")
         settings = {
             "task": {
                 "dataset": cell.task.dataset,
@@ -291,11 +292,11 @@ class RunContext:
             "checkpoint": None if cell.is_baseline else o.checkpoints.get(cell.backbone),
             "limit": o.limit,
             "clips_per_class": o.clips_per_class,
-            "steps": o.steps if cell.mode in ("lora", "full") else None,
+            "steps": o.steps if trains else None,
             "probe": o.probe.to_dict(),
             "bootstrap": o.bootstrap,
         }
-        if o.recipe and cell.mode in ("lora", "full"):  # absent otherwise, so earlier runs' cells still match
+        if o.recipe and trains:  # absent otherwise, so earlier runs' cells still match
             settings["recipe"] = list(o.recipe)
         return hashlib.sha256(
             json.dumps([cell.name, settings], sort_keys=True, default=str).encode()
